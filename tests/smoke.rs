@@ -66,7 +66,7 @@ fn adamw_fits_a_small_mlp_and_safetensors_round_trips_exactly() {
     // The file is standard safetensors: the safetensors crate reads the same names and bytes.
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<_> = st.names().into_iter().cloned().collect();
+    let mut names: Vec<_> = st.names().into_iter().map(str::to_string).collect();
     names.sort();
     assert_eq!(names, vec!["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"]);
     let w = st.tensor("fc2.weight").unwrap();
