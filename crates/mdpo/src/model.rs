@@ -1,0 +1,86 @@
+//! The trait a model implements to be trained by `mdpo`.
+use crate::data::PreferenceExample;
+use crate::Result;
+use std::ops::Range;
+use tch::{nn, Tensor};
+
+/// Per-response log-probabilities for a batch, each tensor of shape `[levels, B]`.
+///
+/// `sum[k, b] = Σ_t w_t · log π(y_t | x, y_<t)` over the response tokens of level `k` of example
+/// `b`, where `w_t` is the token weight (AMP weighs the tokens of round r by `1 + 0.05·r`;
+/// prompt, image and padding tokens weigh 0). `weight[k, b] = Σ_t w_t` and `tokens[k, b]` is the
+/// plain number of response tokens; `sum / weight` is the weighted mean log-prob.
+#[derive(Debug)]
+pub struct ResponseLogps {
+    pub sum: Tensor,
+    pub weight: Tensor,
+    pub tokens: Tensor,
+}
+
+/// A model that can score K ranked responses per prompt.
+///
+/// Implementations should encode each image (and, if they can, each shared prompt prefix) once
+/// per example and reuse it across the K responses: that is where most of the speed of a K-level
+/// step comes from.
+pub trait PreferenceModel {
+    /// The model's encoded batch (token ids, masks, pixel values, ...), built by [`Self::encode`].
+    type Batch;
+
+    /// Encode a batch of examples. Every example has the same number of levels K.
+    fn encode(&self, examples: &[PreferenceExample]) -> Result<Self::Batch>;
+
+    /// Number of examples B in an encoded batch.
+    fn batch_len(&self, batch: &Self::Batch) -> usize;
+
+    /// Log-probs of the levels in `levels` (a sub-range of `0..K`) for every example:
+    /// tensors of shape `[levels.len(), B]`. `train` enables dropout. Gradients flow to the
+    /// trainable variables unless the caller runs it under `tch::no_grad`.
+    fn response_logps(
+        &self,
+        batch: &Self::Batch,
+        levels: Range<usize>,
+        train: bool,
+    ) -> Result<ResponseLogps>;
+
+    /// The variables the optimizer updates (for LoRA: the adapter weights only).
+    fn trainable_vars(&self) -> &nn::VarStore;
+
+    /// Turn adapters off (`false`) or on (`true`), so the frozen base serves as the reference
+    /// model. Models without adapters return an error; use a separate reference model instead.
+    fn set_adapters_enabled(&self, enabled: bool) -> Result<()> {
+        let _ = enabled;
+        Err(crate::MdpoError::Config(
+            "this model has no adapters to disable: give the trainer a separate reference model".into(),
+        ))
+    }
+
+    /// A fingerprint of everything that determines the log-probs besides the weights
+    /// (tokenizer, chat template, image preprocessing, token weights); part of the
+    /// reference-cache key.
+    fn encoding_fingerprint(&self) -> String;
+
+    /// Set the per-round token-weight coefficient `c`: the response tokens of round `r`
+    /// (0-indexed) weigh `1 + c·r` in [`ResponseLogps`] (AMP's "loss_turbo", `c = 0.05`). The
+    /// trainer calls it once with `MdpoConfig::round_weight`. The default implementation accepts
+    /// only AMP's 0.05, for models that hard-code it; models that support other values override it
+    /// (and include `c` in [`Self::encoding_fingerprint`]).
+    fn set_round_weight(&mut self, coef: f64) -> Result<()> {
+        if (coef - 0.05).abs() < 1e-12 {
+            Ok(())
+        } else {
+            Err(crate::MdpoError::Config(format!(
+                "this model supports only the AMP round weight 0.05, not {coef}"
+            )))
+        }
+    }
+
+    /// A fingerprint of the weights that determine the log-probs, for the reference-cache key.
+    /// `include_trainable = false` asks for the frozen weights only (the reference of a policy
+    /// whose adapters are disabled). The default hashes the variables of
+    /// [`Self::trainable_vars`]'s `VarStore` (see [`crate::fingerprint::var_store`]); models whose
+    /// frozen weights live elsewhere override it (e.g. with
+    /// [`crate::fingerprint::files`] over the checkpoint files).
+    fn weights_fingerprint(&self, include_trainable: bool) -> Result<String> {
+        crate::fingerprint::var_store(self.trainable_vars(), include_trainable)
+    }
+}
