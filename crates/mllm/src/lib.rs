@@ -1,0 +1,43 @@
+//! # mllm — a LLaVA-architecture multimodal LLM in tch
+//!
+//! LLaVA-1.5 (CLIP ViT vision tower → MLP projector → LLaMA/Vicuna decoder), the model AMP trains
+//! with MDPO (paper §4), loading Hugging Face checkpoints from disk and matching transformers'
+//! logits and generations.
+//!
+//! * [`config`] — serde configs (`LlavaConfig::from_dir` for both checkpoint layouts, `tiny()`).
+//! * [`linear`] — a linear layer with an optional LoRA adapter; [`lora`] — injection, the adapter
+//!   switch, PEFT-compatible save/load, merging.
+//! * [`clip`] — the shared CLIP encoder; [`clip_vision`] — the vision tower with LLaVA's feature
+//!   selection; [`projector`]; [`llama`] — the decoder with a KV cache; [`llava`] — the model.
+//! * [`checkpoint`] — strict (sharded) safetensors loading in every key spelling.
+//! * [`image_processor`] — the CLIP processor with Pillow-exact bicubic resizing and LLaVA's
+//!   pad-to-square; [`conversation`] — vicuna_v1 prompts and the training encoder (response mask,
+//!   round index, weights `1 + 0.05·r`).
+//! * [`generation`] — greedy / sampling / beam search, penalties, stop strings, batches, chat.
+//! * [`preference`] — `mdpo::PreferenceModel` for LLaVA (image features shared across the K
+//!   responses of an example).
+//! * `bert`, `clip_text` — text experts (sentence embeddings, CLIP text tower).
+
+pub mod bert;
+pub mod checkpoint;
+pub mod config;
+pub mod conversation;
+pub mod clip;
+pub mod clip_text;
+pub mod clip_vision;
+pub mod error;
+pub mod generation;
+pub mod image_processor;
+pub mod projector;
+pub mod lora;
+pub mod llava;
+pub mod llama;
+pub mod preference;
+pub mod linear;
+
+pub use bert::{minilm_dir, BertConfig, BertEncoder, BertModel};
+pub use clip_text::{ClipTextConfig, ClipTextEncoder, ClipTextModel};
+pub use error::{MllmError, Result};
+pub use config::LlavaConfig;
+pub use llava::{LoadOptions, Llava};
+pub use preference::LlavaPreference;

@@ -1,0 +1,301 @@
+//! The LLaMA decoder (HF `LlamaForCausalLM`: `model.embed_tokens`, `model.layers.{i}`,
+//! `model.norm`, `lm_head`): RMSNorm, RoPE (configurable θ), SwiGLU, grouped-query attention,
+//! tied or untied `lm_head`, with a full-sequence path for training and a [`KvCache`] for
+//! incremental decoding.
+use crate::config::LlamaConfig;
+use crate::linear::Linear;
+use tch::{nn, Kind, Tensor};
+
+/// HF `LlamaRMSNorm`: `w · x / sqrt(mean(x²) + eps)`, the statistic computed in f32.
+#[derive(Debug)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(p: &nn::Path, dim: i64, eps: f64) -> Self {
+        Self { weight: p.var("weight", &[dim], nn::Init::Const(1.)), eps }
+    }
+    pub fn forward(&self, xs: &Tensor) -> Tensor {
+        let k = xs.kind();
+        let x = xs.to_kind(Kind::Float);
+        let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        let x = (x * (var + self.eps).rsqrt()).to_kind(k);
+        &self.weight * x
+    }
+}
+
+/// Per-layer key/value cache for incremental decoding: tensors `[B, kv_heads, T, head_dim]`.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// An empty cache for `n_layers` layers.
+    pub fn new(n_layers: usize) -> Self {
+        Self { layers: (0..n_layers).map(|_| None).collect() }
+    }
+    /// Number of cached positions.
+    pub fn len(&self) -> i64 {
+        self.layers.first().and_then(|l| l.as_ref()).map(|(k, _)| k.size()[2]).unwrap_or(0)
+    }
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Keep the batch rows `idx` (beam search reordering, dropping finished rows).
+    pub fn index_select(&mut self, idx: &Tensor) {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            let i = idx.to_device(k.device());
+            *k = k.index_select(0, &i);
+            *v = v.index_select(0, &i);
+        }
+    }
+}
+
+/// Self-attention with RoPE and grouped-query attention.
+#[derive(Debug)]
+pub struct LlamaAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+fn rotate_half(x: &Tensor) -> Tensor {
+    let d = *x.size().last().expect("dims");
+    let x1 = x.narrow(-1, 0, d / 2);
+    let x2 = x.narrow(-1, d / 2, d / 2);
+    Tensor::cat(&[x2.neg(), x1], -1)
+}
+
+impl LlamaAttention {
+    pub fn new(p: &nn::Path, cfg: &LlamaConfig) -> Self {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
+        let b = cfg.attention_bias;
+        Self {
+            q_proj: Linear::new(&(p / "q_proj"), h, cfg.num_attention_heads * hd, b),
+            k_proj: Linear::new(&(p / "k_proj"), h, cfg.kv_heads() * hd, b),
+            v_proj: Linear::new(&(p / "v_proj"), h, cfg.kv_heads() * hd, b),
+            o_proj: Linear::new(&(p / "o_proj"), cfg.num_attention_heads * hd, h, b),
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.kv_heads(),
+            head_dim: hd,
+        }
+    }
+
+    /// `xs` `[B, T, D]`; `cos`/`sin` `[B, 1, T, head_dim]`; `mask`: a boolean `[B, 1, T, T_past + T]`
+    /// (true = attend), [`AttnMask::Causal`] (no padding, no past) or [`AttnMask::None`] (one
+    /// query attending to everything before it).
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &AttnMask,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        train: bool,
+    ) -> Tensor {
+        let (b, t, _) = xs.size3().expect("[B, T, D]");
+        let q = self.q_proj.forward_t(xs, train).view([b, t, self.heads, self.head_dim]).transpose(1, 2);
+        let k = self.k_proj.forward_t(xs, train).view([b, t, self.kv_heads, self.head_dim]).transpose(1, 2);
+        let v = self.v_proj.forward_t(xs, train).view([b, t, self.kv_heads, self.head_dim]).transpose(1, 2);
+        let q = &q * cos + rotate_half(&q) * sin;
+        let k = &k * cos + rotate_half(&k) * sin;
+        let (k, v) = match cache {
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
+                    None => (k, v),
+                };
+                *slot = Some((k.shallow_clone(), v.shallow_clone()));
+                (k, v)
+            }
+            None => (k, v),
+        };
+        let (m, causal) = match mask {
+            AttnMask::Mask(m) => (Some(m), false),
+            AttnMask::Causal => (None, true),
+            AttnMask::None => (None, false),
+        };
+        let gqa = self.heads != self.kv_heads;
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, m, 0., causal, None, gqa);
+        self.o_proj.forward_t(&y.transpose(1, 2).reshape([b, t, self.heads * self.head_dim]), train)
+    }
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`.
+#[derive(Debug)]
+pub struct LlamaMlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl LlamaMlp {
+    pub fn new(p: &nn::Path, cfg: &LlamaConfig) -> Self {
+        let (h, i, b) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+        Self {
+            gate_proj: Linear::new(&(p / "gate_proj"), h, i, b),
+            up_proj: Linear::new(&(p / "up_proj"), h, i, b),
+            down_proj: Linear::new(&(p / "down_proj"), i, h, b),
+        }
+    }
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.down_proj.forward_t(&(self.gate_proj.forward_t(xs, train).silu() * self.up_proj.forward_t(xs, train)), train)
+    }
+}
+
+/// One decoder block.
+#[derive(Debug)]
+pub struct LlamaDecoderLayer {
+    pub self_attn: LlamaAttention,
+    pub mlp: LlamaMlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl LlamaDecoderLayer {
+    pub fn new(p: &nn::Path, cfg: &LlamaConfig) -> Self {
+        Self {
+            self_attn: LlamaAttention::new(&(p / "self_attn"), cfg),
+            mlp: LlamaMlp::new(&(p / "mlp"), cfg),
+            input_layernorm: RmsNorm::new(&(p / "input_layernorm"), cfg.hidden_size, cfg.rms_norm_eps),
+            post_attention_layernorm: RmsNorm::new(&(p / "post_attention_layernorm"), cfg.hidden_size, cfg.rms_norm_eps),
+        }
+    }
+}
+
+/// HF `LlamaForCausalLM`; `p` is its root (`language_model` in a LLaVA model).
+#[derive(Debug)]
+pub struct Llama {
+    pub embed_tokens: Tensor,
+    pub layers: Vec<LlamaDecoderLayer>,
+    pub norm: RmsNorm,
+    /// `None` when the embeddings are tied.
+    pub lm_head: Option<Linear>,
+    inv_freq: Tensor,
+    pub cfg: LlamaConfig,
+}
+
+/// The attention mask of one forward call.
+#[derive(Debug)]
+pub enum AttnMask {
+    /// A boolean mask `[B, 1, T, past + T]` (true = attend).
+    Mask(Tensor),
+    /// Plain causal attention (no padding, nothing cached).
+    Causal,
+    /// No mask (a single new query without padding sees the whole cache).
+    None,
+}
+
+/// Boolean attention mask `[B, 1, T, past + T]` (true = attend): causal, hiding padded keys
+/// (`key_valid` `[B, past + T]`, 1 = real token), and always letting a query see itself so
+/// rows of padding stay finite.
+pub fn attention_mask(key_valid: Option<&Tensor>, b: i64, t: i64, past: i64, device: tch::Device) -> Tensor {
+    let tk = past + t;
+    let qpos = Tensor::arange(t, (Kind::Int64, device)).view([t, 1]) + past;
+    let kpos = Tensor::arange(tk, (Kind::Int64, device)).view([1, tk]);
+    let causal = kpos.le_tensor(&qpos);
+    let diag = kpos.eq_tensor(&qpos);
+    let m = causal.view([1, 1, t, tk]).expand([b, 1, t, tk], false);
+    match key_valid {
+        Some(v) => {
+            let v = v.to_device(device).to_kind(Kind::Bool).view([b, 1, 1, tk]);
+            m.logical_and(&v).logical_or(&diag.view([1, 1, t, tk]))
+        }
+        None => m.contiguous(),
+    }
+}
+
+/// HF position ids for a (left-)padded batch: `cumsum(mask) − 1`, padding set to 1.
+pub fn position_ids(key_valid: &Tensor) -> Tensor {
+    let m = key_valid.to_kind(Kind::Int64);
+    let p = m.cumsum(-1, Kind::Int64) - 1;
+    p.masked_fill(&m.eq(0), 1)
+}
+
+impl Llama {
+    pub fn new(p: &nn::Path, cfg: &LlamaConfig) -> Self {
+        let mp = p / "model";
+        let lp = &mp / "layers";
+        let embed_tokens = (&mp / "embed_tokens").var("weight", &[cfg.vocab_size, cfg.hidden_size], nn::Init::Randn { mean: 0., stdev: 0.02 });
+        let layers = (0..cfg.num_hidden_layers).map(|i| LlamaDecoderLayer::new(&(&lp / i), cfg)).collect();
+        let norm = RmsNorm::new(&(&mp / "norm"), cfg.hidden_size, cfg.rms_norm_eps);
+        let lm_head = (!cfg.tie_word_embeddings).then(|| Linear::new(&(p / "lm_head"), cfg.hidden_size, cfg.vocab_size, false));
+        let hd = cfg.head_dim();
+        // HF: 1 / base^(arange(0, d, 2) / d), in f32.
+        let expo = Tensor::arange_start_step(0, hd, 2, (Kind::Int64, p.device())).to_kind(Kind::Float) / hd as f64;
+        let inv_freq = Tensor::pow_scalar(cfg.rope_theta(), &expo).reciprocal();
+        Self { embed_tokens, layers, norm, lm_head, inv_freq, cfg: cfg.clone() }
+    }
+
+    /// Token embeddings `[B, T, D]`.
+    pub fn embed(&self, ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.embed_tokens, ids, -1, false, false)
+    }
+
+    fn rope(&self, position_ids: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+        let freqs = position_ids.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
+    }
+
+    /// Decoder hidden states after the final norm, `[B, T, D]`.
+    ///
+    /// `position_ids` `[B, T]`; `key_valid` `[B, past + T]` (1 = real token; `None` = no padding);
+    /// `cache`: when given, the past keys/values are read from it and the new ones appended.
+    pub fn forward_embeds(
+        &self,
+        embeds: &Tensor,
+        position_ids: &Tensor,
+        key_valid: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+        train: bool,
+    ) -> Tensor {
+        let (b, t, _) = embeds.size3().expect("[B, T, D]");
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let mask = match key_valid {
+            None if past == 0 => AttnMask::Causal,
+            None if t == 1 => AttnMask::None,
+            _ => AttnMask::Mask(attention_mask(key_valid, b, t, past, embeds.device())),
+        };
+        let (cos, sin) = self.rope(position_ids, embeds.kind());
+        let mut h = embeds.shallow_clone();
+        for (i, l) in self.layers.iter().enumerate() {
+            let slot = cache.as_mut().map(|c| &mut c.layers[i]);
+            let a = l.self_attn.forward(&l.input_layernorm.forward(&h), &cos, &sin, &mask, slot, train);
+            // (not `+=`: an in-place add would modify the caller's embeddings and break autograd)
+            let h1 = a + &h;
+            h = &h1 + l.mlp.forward_t(&l.post_attention_layernorm.forward(&h1), train);
+        }
+        self.norm.forward(&h)
+    }
+
+    /// Logits (in the model's dtype) from hidden states.
+    pub fn lm_head(&self, h: &Tensor, train: bool) -> Tensor {
+        match &self.lm_head {
+            Some(l) => l.forward_t(h, train),
+            None => h.linear::<Tensor>(&self.embed_tokens, None),
+        }
+    }
+
+    /// Every linear layer (attention, MLP, lm_head).
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut v = Vec::new();
+        for l in &mut self.layers {
+            let a = &mut l.self_attn;
+            v.extend([&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj]);
+            v.extend([&mut l.mlp.gate_proj, &mut l.mlp.up_proj, &mut l.mlp.down_proj]);
+        }
+        if let Some(h) = &mut self.lm_head {
+            v.push(h);
+        }
+        v
+    }
+}
