@@ -56,7 +56,9 @@ pub fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Series]) ->
     chart
         .configure_mesh()
         .x_desc("optimizer step")
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        // Steps are integers: never more tick labels than steps, so no label repeats.
+        .x_labels(((x1 - x0).round() as usize + 1).clamp(2, 10))
+        .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-9 { format!("{x:.0}") } else { format!("{x:.1}") })
         .y_desc(y_label)
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 18))

@@ -183,6 +183,18 @@ impl PreferenceModel for LlavaPreference {
         self.model.lora_var_store().unwrap_or(self.model.var_store())
     }
 
+    /// The base weights (always) and, when asked, the LoRA adapters: with LoRA the optimizer's
+    /// store holds only the adapters, so the frozen base must be hashed from the model's own store.
+    fn weights_fingerprint(&self, include_trainable: bool) -> mdpo::Result<String> {
+        let base = mdpo::fingerprint::var_store(self.model.var_store(), true)?;
+        match self.model.lora_var_store() {
+            Some(lora) if include_trainable => {
+                Ok(mdpo::fingerprint::text(&format!("{base}+lora:{}", mdpo::fingerprint::var_store(lora, true)?)))
+            }
+            _ => Ok(base),
+        }
+    }
+
     fn set_adapters_enabled(&self, enabled: bool) -> mdpo::Result<()> {
         self.model.set_adapters_enabled(enabled).map_err(|_| {
             MdpoError::Config("this model has no adapters to disable: give the trainer a separate reference model".into())
