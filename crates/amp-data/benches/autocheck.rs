@@ -1,0 +1,219 @@
+//! Auto-check throughput: generated responses (~100 words) checked per second, with the real
+//! all-MiniLM-L6-v2 as noun-chunk and sentence expert on the CPU.
+//!
+//!     cargo bench -p amp-data --bench autocheck            # AMP_BENCH_SAMPLES=20 by default
+//!
+//! Prints responses/s for the whole check and for the parts (tagging + chunking alone, MiniLM
+//! embedding alone). `AMP_BENCH_TORCH_THREADS=n` sets libtorch's intra-op threads.
+#[path = "../tests/common/minilm.rs"]
+mod minilm;
+
+use amp_data::autocheck::{AutoCheckConfig, AutoChecker};
+use amp_data::chunker::Chunker;
+use amp_data::{BrillTagger, TaggerMode};
+use rayon::prelude::*;
+use std::time::Instant;
+
+const SUBJECTS: &[&str] = &[
+    "a white motorhome",
+    "a brown dog",
+    "two young women",
+    "an old man with a cane",
+    "a red double-decker bus",
+    "a small wooden boat",
+    "three children",
+    "a black cat",
+    "a tall giraffe",
+    "a yellow taxi",
+    "a large pizza",
+    "a group of cyclists",
+    "a woman in a blue dress",
+    "a stainless steel refrigerator",
+    "a snowboarder",
+];
+const VERBS: &[&str] = &[
+    "is parked on",
+    "is standing next to",
+    "is sitting on",
+    "is walking along",
+    "can be seen near",
+    "is lying under",
+    "is placed on top of",
+    "is waiting beside",
+    "is moving toward",
+    "is leaning against",
+];
+const PLACES: &[&str] = &[
+    "a busy street",
+    "a green sofa",
+    "the sandy beach",
+    "a wooden table",
+    "the snowy slope",
+    "a narrow road",
+    "the kitchen counter",
+    "a large window",
+    "the edge of a lake",
+    "a brick wall",
+    "a crowded market",
+    "the entrance of a small cafe",
+    "a tall tree",
+    "the parking lot",
+];
+const TAILS: &[&str] = &[
+    ", which is covered with leaves",
+    " in the afternoon sun",
+    " with a few clouds in the sky",
+    ", and a bicycle is leaning nearby",
+    " while people pass by",
+    "",
+];
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
+fn response(rng: &mut Lcg) -> String {
+    let mut s = String::new();
+    while s.split_whitespace().count() < 95 {
+        let subj = SUBJECTS[rng.next(SUBJECTS.len())];
+        let mut c = subj.chars();
+        let subj = c.next().unwrap().to_uppercase().collect::<String>() + c.as_str();
+        s.push_str(&format!(
+            "{subj} {} {}{}. ",
+            VERBS[rng.next(VERBS.len())],
+            PLACES[rng.next(PLACES.len())],
+            TAILS[rng.next(TAILS.len())]
+        ));
+    }
+    s.trim_end().to_string()
+}
+
+fn main() {
+    let n: usize = std::env::var("AMP_BENCH_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average before the run: {}", l.trim());
+    }
+    let tagger = match BrillTagger::from_installed(TaggerMode::Brill) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("autocheck bench cannot run: {e}");
+            return;
+        }
+    };
+    let (local, global) = match (minilm::MiniLm::load(), minilm::MiniLm::load()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            println!("autocheck bench cannot run: real MiniLM expert unavailable: {e}");
+            return;
+        }
+    };
+    if let Some(t) = std::env::var("AMP_BENCH_TORCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tch::set_num_threads(t);
+    }
+    let k = 4;
+    let mut rng = Lcg(42);
+    let samples: Vec<(Vec<String>, Vec<Vec<String>>)> = (0..n)
+        .map(|_| {
+            (
+                vec![response(&mut rng)],
+                (0..k - 1).map(|_| vec![response(&mut rng)]).collect(),
+            )
+        })
+        .collect();
+    let words: usize = samples
+        .iter()
+        .map(|(s, _)| s[0].split_whitespace().count())
+        .sum();
+    let responses = n * (k - 1);
+    println!(
+        "autocheck bench: {n} samples x K = {k} ({responses} generated responses, ~{} words each), torch threads {}, rayon threads {}",
+        words / n,
+        tch::get_num_threads(),
+        rayon::current_num_threads()
+    );
+    let chunker = Chunker::new(tagger);
+    // warm-up
+    let checker = AutoChecker::new(chunker.clone(), local, global, AutoCheckConfig::default());
+    checker.check(&samples[0].0, &samples[0].1).unwrap();
+
+    let t = Instant::now();
+    let mut chunks = 0;
+    for (s, g) in &samples {
+        chunks += checker.chunk_turns(s).chunks.len();
+        for r in g {
+            chunks += checker.chunk_turns(r).chunks.len();
+        }
+    }
+    let dt = t.elapsed().as_secs_f64();
+    println!(
+        "tagging + chunking only: {:.1} responses/s ({} chunks, {:.1} per response)",
+        (n * k) as f64 / dt,
+        chunks,
+        chunks as f64 / (n * k) as f64
+    );
+
+    // embedding volume of one pass: unique chunk texts and sentences per sample, and their tokens
+    let (mut texts, mut chars) = (0usize, 0usize);
+    let mut all_texts: Vec<String> = Vec::new();
+    for (s, g) in &samples {
+        let mut uniq = std::collections::BTreeSet::new();
+        for r in std::iter::once(s).chain(g.iter()) {
+            let c = checker.chunk_turns(r);
+            for (i, ch) in c.chunks.iter().enumerate() {
+                uniq.insert(ch.text.clone());
+                uniq.insert(c.sentence_of(i).to_string());
+            }
+        }
+        texts += uniq.len();
+        chars += uniq.iter().map(|t| t.len()).sum::<usize>();
+        all_texts.extend(uniq);
+    }
+    let t = Instant::now();
+    for batch in all_texts.chunks(64) {
+        amp_data::SentenceEmbedder::embed(&checker.local, batch).unwrap();
+    }
+    let dt = t.elapsed().as_secs_f64();
+    println!(
+        "MiniLM embedding only: {} unique texts ({:.0} per sample, {:.0} chars avg) in {:.2} s = {:.0} texts/s",
+        texts,
+        texts as f64 / n as f64,
+        chars as f64 / texts as f64,
+        dt,
+        texts as f64 / dt
+    );
+
+    let t = Instant::now();
+    for (s, g) in &samples {
+        checker.check(s, g).unwrap();
+    }
+    let dt = t.elapsed().as_secs_f64();
+    println!(
+        "full auto-check, sequential: {:.1} generated responses/s ({:.3} s for {responses})",
+        responses as f64 / dt,
+        dt
+    );
+
+    let t = Instant::now();
+    samples.par_iter().for_each(|(s, g)| {
+        checker.check(s, g).unwrap();
+    });
+    let dt = t.elapsed().as_secs_f64();
+    println!(
+        "full auto-check, rayon over samples: {:.1} generated responses/s ({:.3} s for {responses})",
+        responses as f64 / dt,
+        dt
+    );
+}

@@ -1,0 +1,343 @@
+//! The auto-check: re-ranking generated responses against the standard response (AMP §3.1.3).
+//!
+//! For a standard response S and a generated response G:
+//!
+//! * **local metric** — the maximal noun chunks of S (`f_S1..f_SM`) and of G (`f_G1..f_GN`) are
+//!   embedded by the *noun-chunk expert*; `S[m,n] = cos(f_Sm, f_Gn)` (Eq. 1), `s[m] = max_n S[m,n]`,
+//!   `p[m] = 1[s[m] > τ]`, `Acc = Σp / M` (Eq. 2) and `score = mean(s)`;
+//! * **global metric** — the same on the sentences that contain the chunks (one entry per chunk),
+//!   embedded by the *sentence expert*;
+//! * **final** — `Acc = (Acc_local + Acc_global) / 2`, `score = (score_local + score_global) / 2`.
+//!
+//! Generated responses are re-ranked by Acc, ties broken by score (a full tie keeps the initial
+//! order); the standard response stays on top. Multi-round conversations pool the chunks of all
+//! their gpt turns. If S has no chunk the check cannot judge the sample and the initial ranking is
+//! kept (reported in the diagnostics); a G with no chunk gets Acc = score = 0.
+//!
+//! Embeddings are computed once per sample: all chunk texts (resp. sentences) of S and of the K−1
+//! generated responses are de-duplicated and embedded in one batch per expert.
+use crate::chunker::{ChunkedText, Chunker};
+use crate::error::Result;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Texts → L2-normalised vectors (the paper's "noun chunk expert" and "sentence expert").
+pub trait SentenceEmbedder: Send + Sync {
+    /// A name for logs and metadata.
+    fn name(&self) -> String;
+    /// Embeds a batch of texts; every returned vector has unit L2 norm.
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+}
+
+impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for &T {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        (**self).embed(texts)
+    }
+}
+
+impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for Box<T> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        (**self).embed(texts)
+    }
+}
+
+impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for std::sync::Arc<T> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        (**self).embed(texts)
+    }
+}
+
+/// Auto-check settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AutoCheckConfig {
+    /// Match threshold τ (paper: 0.85).
+    pub tau: f32,
+}
+
+impl Default for AutoCheckConfig {
+    fn default() -> Self {
+        Self { tau: 0.85 }
+    }
+}
+
+/// Acc and score of one metric (Eq. 1–2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricPart {
+    /// Fraction of the standard's entries matched above τ.
+    pub acc: f32,
+    /// Mean best cosine similarity.
+    pub score: f32,
+}
+
+/// The auto-check result of one generated response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResponseCheck {
+    /// Final Acc = mean of local and global Acc.
+    pub acc: f32,
+    /// Final score = mean of local and global score.
+    pub score: f32,
+    /// Noun-chunk metric.
+    pub local: MetricPart,
+    /// Sentence metric.
+    pub global: MetricPart,
+    /// Number of noun chunks found in the response.
+    pub n_chunks: usize,
+}
+
+/// The auto-check of one sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleCheck {
+    /// Per generated response, in input (initial-rank) order.
+    pub responses: Vec<ResponseCheck>,
+    /// Number of chunks of the standard response (0: the sample could not be checked).
+    pub standard_chunks: usize,
+    /// The standard response's maximal noun chunks (diagnostics).
+    pub standard_chunk_texts: Vec<String>,
+    /// Each generated response's maximal noun chunks, in input order (diagnostics).
+    pub response_chunk_texts: Vec<Vec<String>>,
+    /// Final order of the generated responses: `order[r]` = input index of the response at
+    /// generated rank r (0 = best generated, i.e. overall level 1).
+    pub order: Vec<usize>,
+    /// Whether the order differs from the initial one.
+    pub changed: bool,
+    /// Number of adjacent pairs in the final order with equal (Acc, score) (kept in initial order).
+    pub ties: usize,
+}
+
+/// Eq. 1–2 for one pair: `std` are the standard's M vectors, `gen` the response's N vectors.
+pub fn match_metric(std: &[&[f32]], gen: &[&[f32]], tau: f32) -> MetricPart {
+    if std.is_empty() {
+        return MetricPart::default();
+    }
+    let (mut matched, mut total) = (0usize, 0f64);
+    for s in std {
+        let best = gen
+            .iter()
+            .map(|g| dot(s, g))
+            .fold(f32::NEG_INFINITY, f32::max);
+        let best = if gen.is_empty() { 0.0 } else { best };
+        if best > tau {
+            matched += 1;
+        }
+        total += best as f64;
+    }
+    MetricPart {
+        acc: matched as f32 / std.len() as f32,
+        score: (total / std.len() as f64) as f32,
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn normalize(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+    v
+}
+
+/// The auto-check: chunker, the two experts and τ.
+pub struct AutoChecker<L, G> {
+    pub chunker: Chunker,
+    /// Noun-chunk expert (paper: CLIP text encoder).
+    pub local: L,
+    /// Sentence expert (unspecified in the paper).
+    pub global: G,
+    pub config: AutoCheckConfig,
+}
+
+/// De-duplicating embedding cache for one sample.
+struct Cache {
+    index: HashMap<String, usize>,
+    texts: Vec<String>,
+    vecs: Vec<Vec<f32>>,
+}
+
+impl Cache {
+    fn new() -> Self {
+        Self {
+            index: HashMap::new(),
+            texts: Vec::new(),
+            vecs: Vec::new(),
+        }
+    }
+    fn add(&mut self, t: &str) -> usize {
+        if let Some(&i) = self.index.get(t) {
+            return i;
+        }
+        let i = self.texts.len();
+        self.index.insert(t.to_string(), i);
+        self.texts.push(t.to_string());
+        i
+    }
+    fn fill(&mut self, e: &dyn SentenceEmbedder) -> Result<()> {
+        if self.texts.is_empty() {
+            return Ok(());
+        }
+        let v = e.embed(&self.texts)?;
+        if v.len() != self.texts.len() {
+            return Err(crate::AmpDataError::Embedding(format!(
+                "{} returned {} vectors for {} texts",
+                e.name(),
+                v.len(),
+                self.texts.len()
+            )));
+        }
+        self.vecs = v.into_iter().map(normalize).collect();
+        Ok(())
+    }
+}
+
+impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
+    /// Builds a checker.
+    pub fn new(chunker: Chunker, local: L, global: G, config: AutoCheckConfig) -> Self {
+        Self {
+            chunker,
+            local,
+            global,
+            config,
+        }
+    }
+
+    /// Chunks of a response given as its gpt turns (pooled over turns).
+    pub fn chunk_turns(&self, turns: &[String]) -> ChunkedText {
+        let mut out = ChunkedText::default();
+        for t in turns {
+            let c = self.chunker.chunk(t);
+            let off = out.sentences.len();
+            out.sentences.extend(c.sentences);
+            out.chunks.extend(c.chunks.into_iter().map(|mut ch| {
+                ch.sentence += off;
+                ch
+            }));
+        }
+        out
+    }
+
+    /// Checks one sample: `standard` and each generated response are given by their gpt turns;
+    /// the generated ones in initial-rank order (best first).
+    pub fn check(&self, standard: &[String], generated: &[Vec<String>]) -> Result<SampleCheck> {
+        let s = self.chunk_turns(standard);
+        let gs: Vec<ChunkedText> = generated.iter().map(|g| self.chunk_turns(g)).collect();
+        let (mut lc, mut gc) = (Cache::new(), Cache::new());
+        let ids = |c: &ChunkedText, lc: &mut Cache, gc: &mut Cache| -> (Vec<usize>, Vec<usize>) {
+            let l = c.chunks.iter().map(|ch| lc.add(&ch.text)).collect();
+            let g = (0..c.chunks.len())
+                .map(|i| gc.add(c.sentence_of(i)))
+                .collect();
+            (l, g)
+        };
+        let s_ids = ids(&s, &mut lc, &mut gc);
+        let g_ids: Vec<_> = gs.iter().map(|g| ids(g, &mut lc, &mut gc)).collect();
+        let m = s.chunks.len();
+        let mut responses = Vec::with_capacity(generated.len());
+        if m > 0 {
+            lc.fill(&self.local)?;
+            gc.fill(&self.global)?;
+        }
+        let tau = self.config.tau;
+        fn pick<'a>(c: &'a Cache, ids: &[usize]) -> Vec<&'a [f32]> {
+            ids.iter().map(|&i| c.vecs[i].as_slice()).collect()
+        }
+        for (gi, (gl, gg)) in g_ids.iter().enumerate() {
+            if m == 0 {
+                responses.push(ResponseCheck {
+                    n_chunks: gs[gi].chunks.len(),
+                    ..Default::default()
+                });
+                continue;
+            }
+            let local = match_metric(&pick(&lc, &s_ids.0), &pick(&lc, gl), tau);
+            let global = match_metric(&pick(&gc, &s_ids.1), &pick(&gc, gg), tau);
+            responses.push(ResponseCheck {
+                acc: (local.acc + global.acc) / 2.0,
+                score: (local.score + global.score) / 2.0,
+                local,
+                global,
+                n_chunks: gs[gi].chunks.len(),
+            });
+        }
+        let (order, ties) = if m == 0 {
+            ((0..generated.len()).collect(), 0)
+        } else {
+            rank(&responses)
+        };
+        let changed = order.iter().enumerate().any(|(r, &i)| r != i);
+        let texts = |c: &ChunkedText| {
+            c.chunks
+                .iter()
+                .map(|ch| ch.text.clone())
+                .collect::<Vec<_>>()
+        };
+        Ok(SampleCheck {
+            responses,
+            standard_chunks: m,
+            standard_chunk_texts: texts(&s),
+            response_chunk_texts: gs.iter().map(texts).collect(),
+            order,
+            changed,
+            ties,
+        })
+    }
+}
+
+/// Sorts responses by (Acc desc, score desc), stable (ties keep the initial order). Returns the
+/// order and the number of adjacent exact ties.
+pub fn rank(r: &[ResponseCheck]) -> (Vec<usize>, usize) {
+    let mut order: Vec<usize> = (0..r.len()).collect();
+    order.sort_by(|&a, &b| {
+        r[b].acc
+            .total_cmp(&r[a].acc)
+            .then(r[b].score.total_cmp(&r[a].score))
+    });
+    let ties = order
+        .windows(2)
+        .filter(|w| r[w[0]].acc == r[w[1]].acc && r[w[0]].score == r[w[1]].score)
+        .count();
+    (order, ties)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn match_metric_by_hand() {
+        // standard: e1, e2 ; generated: e1, (e2+e3)/sqrt2
+        let s1 = [1.0f32, 0.0, 0.0];
+        let s2 = [0.0f32, 1.0, 0.0];
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        let g1 = [1.0f32, 0.0, 0.0];
+        let g2 = [0.0f32, h, h];
+        let m = match_metric(&[&s1, &s2], &[&g1, &g2], 0.85);
+        assert_eq!(m.acc, 0.5);
+        assert!((m.score - (1.0 + h) / 2.0).abs() < 1e-6);
+        let empty = match_metric(&[&s1], &[], 0.85);
+        assert_eq!((empty.acc, empty.score), (0.0, 0.0));
+    }
+
+    #[test]
+    fn rank_is_by_acc_then_score_and_stable() {
+        let mk = |acc, score| ResponseCheck {
+            acc,
+            score,
+            ..Default::default()
+        };
+        let r = [mk(0.5, 0.7), mk(0.75, 0.1), mk(0.5, 0.9), mk(0.5, 0.7)];
+        let (order, ties) = rank(&r);
+        assert_eq!(order, vec![1, 2, 0, 3]);
+        assert_eq!(ties, 1);
+    }
+}

@@ -1,0 +1,409 @@
+//! Noun-chunk extraction for the auto-check (AMP §3.1.3, items 1–2).
+//!
+//! The paper finds every noun of a response, drops a fixed stop-list of "unnecessary" and
+//! "abstract" nouns ([`UNNECESSARY_NOUNS`], [`ABSTRACT_NOUNS`]), and extends each remaining noun to
+//! the *longest* noun chunk its dependency relations justify, e.g. "a white motorhome, which is
+//! parked on a street"; only chunks not contained in longer ones are kept (as Kosmos-2's GRIT
+//! pipeline does). We have no dependency parser, so the extension is a shallow parse over the
+//! Penn Treebank tags of [`crate::tagger::BrillTagger`]. The rules, in order:
+//!
+//! 1. **Head.** Every token whose tag starts with `NN` (NN, NNS, NNP, NNPS, NNP-PERS, ...) and whose
+//!    lower-cased form is not on the stop-list is a head. Adjacent nouns form one compound
+//!    ("stainless steel refrigerator", "clock tower").
+//! 2. **Pre-modifiers** (leftwards from the compound): adjectives (JJ, JJR, JJS), numbers (CD),
+//!    determiners (DT, and PDT before them), possessives (PRP$, WP$, and a genitive `N ' s`
+//!    whose own NP is included), adverbs directly before an adjective/number/participle
+//!    ("very large"), participles between a determiner/adjective and the noun ("a parked car"),
+//!    and `and`/`,` between two adjectives ("black and white"). A determiner or possessive ends the
+//!    left extension (only a PDT may precede it).
+//! 3. **Prepositional phrases** (rightwards): `IN`/`TO` followed by a base NP (rules 1–2, or a
+//!    pronoun) is attached, repeatedly ("a cup of coffee on the desk"). Without a dependency
+//!    parse, `IN` cannot tell a preposition from a subordinating conjunction, so: when the chunk
+//!    already follows a finite verb (it is an object) and the NP after `IN` is followed by a finite
+//!    verb (VBZ/VBP/VBD/MD), the `IN` starts a new clause ("a kite while her father watches") and
+//!    is not attached.
+//! 4. **Clausal modifiers**, at most one, after the PPs:
+//!    * a relative clause, optionally after a comma: `WDT`/`WP` + verb group (MD, RB*, VB*) + a
+//!      complement, or `WRB` + NP + verb group + complement ("a market where vendors sell fruit");
+//!    * a participial modifier directly after the noun: VBG/VBN (+ RB) + complement
+//!      ("a man wearing a blue helmet", "cars parked along the street").
+//!
+//!    A complement is an optional adverb, then an NP object or an adjective run, then PPs (rule 3).
+//! 5. **Not extended**: coordination (as in Kosmos-2, conjuncts are separate chunks), appositions,
+//!    main-clause verbs.
+//! 6. **Maximality**: a chunk whose token span lies inside another chunk's span is dropped
+//!    (the "street" in the motorhome example); identical spans are kept once.
+//!
+//! Each chunk keeps the sentence it came from: the auto-check's "global representation".
+use crate::tagger::{detokenize, BrillTagger, TaggedSentence};
+use std::collections::HashSet;
+
+/// "Unnecessary nouns" the paper drops (§3.1.3, A.1).
+pub const UNNECESSARY_NOUNS: &[&str] = &[
+    "photo",
+    "image",
+    "photograph",
+    "picture",
+    "figure",
+    "painting",
+];
+
+/// "Abstract nouns" the paper drops (§3.1.3, A.1, after Kosmos-2).
+pub const ABSTRACT_NOUNS: &[&str] = &[
+    "harmony",
+    "beauty",
+    "feel",
+    "concentration",
+    "life",
+    "matter",
+    "feature",
+    "effect",
+    "skill",
+    "detail",
+    "emotion",
+    "nature",
+    "time",
+    "background",
+    "placement",
+    "perspective",
+    "universality",
+    "attention",
+    "features",
+    "essence",
+    "peace",
+    "composition",
+    "element",
+    "foreground",
+    "appreciation",
+    "atmosphere",
+    "emotions",
+    "artwork",
+    "subject",
+];
+
+/// One maximal noun chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NounChunk {
+    /// The chunk as text ("a white motorhome, which is parked on a street").
+    pub text: String,
+    /// Index of its sentence in [`ChunkedText::sentences`].
+    pub sentence: usize,
+    /// Token span `[start, end)` inside the sentence.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A text split into sentences with its maximal noun chunks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkedText {
+    /// Sentences as text (the global representation of their chunks).
+    pub sentences: Vec<String>,
+    /// Maximal noun chunks in text order.
+    pub chunks: Vec<NounChunk>,
+}
+
+impl ChunkedText {
+    /// The sentence of chunk `i`.
+    pub fn sentence_of(&self, i: usize) -> &str {
+        &self.sentences[self.chunks[i].sentence]
+    }
+}
+
+/// Noun-chunk extractor: the Brill tagger plus the shallow rules of the module docs.
+#[derive(Debug, Clone)]
+pub struct Chunker {
+    tagger: BrillTagger,
+    stop: HashSet<String>,
+}
+
+fn is_noun(t: &str) -> bool {
+    t.starts_with("NN")
+}
+fn is_adj(t: &str) -> bool {
+    matches!(t, "JJ" | "JJR" | "JJS")
+}
+fn is_adv(t: &str) -> bool {
+    matches!(t, "RB" | "RBR" | "RBS")
+}
+fn is_finite(t: &str) -> bool {
+    matches!(t, "VBZ" | "VBP" | "VBD" | "MD")
+}
+fn is_verb(t: &str) -> bool {
+    t.starts_with("VB") || t == "MD"
+}
+
+struct Sent<'a> {
+    tok: &'a [String],
+    tag: &'a [String],
+}
+
+impl Sent<'_> {
+    fn n(&self) -> usize {
+        self.tag.len()
+    }
+    fn t(&self, i: usize) -> &str {
+        self.tag.get(i).map(String::as_str).unwrap_or("")
+    }
+    fn genitive_at(&self, j: usize) -> bool {
+        // tokens [.., N, ', s] with j at "s"
+        j >= 2 && self.tok[j] == "s" && self.tok[j - 1] == "'" && is_noun(self.t(j - 2))
+    }
+
+    /// Leftmost token of the NP whose noun compound starts at `rs`.
+    fn extend_left(&self, rs: usize) -> usize {
+        let mut s = rs;
+        let mut det_seen = false;
+        while s > 0 {
+            let j = s - 1;
+            let t = self.t(j);
+            let next = self.t(s);
+            let prev = if j > 0 { self.t(j - 1) } else { "" };
+            let take = if det_seen {
+                t == "PDT"
+            } else if matches!(t, "DT" | "PRP$" | "WP$" | "PDT") {
+                det_seen = true;
+                true
+            } else if is_adj(t) || t == "CD" {
+                true
+            } else if is_adv(t) {
+                is_adj(next) || next == "CD" || next == "VBN"
+            } else if t == "VBN" || t == "VBG" {
+                matches!(prev, "DT" | "PRP$" | "CD") || is_adj(prev)
+            } else if t == "CC" || t == "," {
+                is_adj(next) && is_adj(prev)
+            } else if self.genitive_at(j) {
+                // include "' s" and the possessor's own NP
+                let mut k = j - 2;
+                while k > 0 && is_noun(self.t(k - 1)) {
+                    k -= 1;
+                }
+                s = self.extend_left(k);
+                break;
+            } else {
+                false
+            };
+            if !take {
+                break;
+            }
+            s = j;
+        }
+        s
+    }
+
+    /// A base NP starting exactly at `i` (pre-modifiers, then nouns); returns its end. A lone
+    /// pronoun counts (for PP objects).
+    fn base_np_forward(&self, i: usize) -> Option<usize> {
+        if i >= self.n() {
+            return None;
+        }
+        if matches!(self.t(i), "PRP" | "EX") && self.tok[i] != "'" {
+            return Some(i + 1);
+        }
+        let mut k = i;
+        while k < self.n() {
+            let t = self.t(k);
+            if matches!(
+                t,
+                "DT" | "PDT" | "PRP$" | "WP$" | "CD" | "VBN" | "VBG" | "CC" | ","
+            ) || is_adj(t)
+                || is_adv(t)
+            {
+                if (t == "CC" || t == ",") && k == i {
+                    return None;
+                }
+                k += 1;
+            } else {
+                break;
+            }
+        }
+        if k >= self.n() || !is_noun(self.t(k)) {
+            return None;
+        }
+        while k < self.n() && is_noun(self.t(k)) {
+            k += 1;
+        }
+        // genitive continuation: "the man ' s hat"
+        if k + 1 < self.n() && self.tok[k] == "'" && self.tok[k + 1] == "s" {
+            if let Some(e) = self.base_np_forward(k + 2) {
+                return Some(e);
+            }
+        }
+        Some(k)
+    }
+
+    /// Attaches prepositional phrases after `e` (rule 3).
+    fn extend_pps(&self, mut e: usize, verb_before: bool) -> usize {
+        while e < self.n() && matches!(self.t(e), "IN" | "TO") {
+            let Some(np_end) = self.base_np_forward(e + 1) else {
+                break;
+            };
+            if self.t(e) == "IN" && verb_before && is_finite(self.t(np_end)) {
+                break;
+            }
+            e = np_end;
+        }
+        e
+    }
+
+    /// Verb group starting at `k`: (MD | RB* | VB*)+ with at least one verb.
+    fn verb_group(&self, mut k: usize, participle_only: bool) -> Option<usize> {
+        let start = k;
+        let mut verbs = 0;
+        while k < self.n() {
+            let t = self.t(k);
+            let ok = if participle_only {
+                matches!(t, "VBG" | "VBN") || (is_adv(t) && k > start)
+            } else {
+                is_verb(t) || is_adv(t)
+            };
+            if !ok {
+                break;
+            }
+            if is_verb(t) {
+                verbs += 1;
+            }
+            k += 1;
+        }
+        // do not end on an adverb that belongs to what follows
+        while k > start && is_adv(self.t(k - 1)) {
+            k -= 1;
+        }
+        (verbs > 0).then_some(k)
+    }
+
+    /// Complement of a clause's verb group: RB?, an NP object or adjectives, then PPs.
+    fn complement(&self, mut k: usize) -> usize {
+        let save = k;
+        while k < self.n() && is_adv(self.t(k)) {
+            k += 1;
+        }
+        if let Some(e) = self
+            .base_np_forward(k)
+            .filter(|_| !matches!(self.t(k), "EX"))
+        {
+            k = e;
+        } else if k < self.n() && is_adj(self.t(k)) {
+            while k < self.n() && (is_adj(self.t(k)) || is_adv(self.t(k))) {
+                k += 1;
+            }
+        } else {
+            k = save;
+        }
+        self.extend_pps(k, true)
+    }
+
+    /// Right edge of the chunk whose compound ends at `re` (rules 3–4).
+    fn extend_right(&self, re: usize, verb_before: bool) -> usize {
+        let e = self.extend_pps(re, verb_before);
+        let mut k = e;
+        if self.t(k) == "," {
+            k += 1;
+        }
+        let t = self.t(k);
+        if matches!(t, "WDT" | "WP") {
+            if let Some(v) = self.verb_group(k + 1, false) {
+                return self.complement(v);
+            }
+        } else if t == "WRB" {
+            if let Some(np) = self.base_np_forward(k + 1) {
+                if let Some(v) = self.verb_group(np, false) {
+                    return self.complement(v);
+                }
+            }
+        } else if k == e && matches!(t, "VBG" | "VBN") {
+            if let Some(v) = self.verb_group(k, true) {
+                return self.complement(v);
+            }
+        }
+        e
+    }
+}
+
+impl Chunker {
+    /// A chunker with the paper's stop-lists.
+    pub fn new(tagger: BrillTagger) -> Self {
+        let stop = UNNECESSARY_NOUNS
+            .iter()
+            .chain(ABSTRACT_NOUNS)
+            .map(|s| s.to_string())
+            .collect();
+        Self { tagger, stop }
+    }
+
+    /// A chunker with a custom stop-list (lower-case nouns).
+    pub fn with_stop_list(tagger: BrillTagger, stop: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            tagger,
+            stop: stop.into_iter().collect(),
+        }
+    }
+
+    /// The tagger in use.
+    pub fn tagger(&self) -> &BrillTagger {
+        &self.tagger
+    }
+
+    /// Maximal noun chunks of one tagged sentence, as token spans.
+    pub fn chunk_spans(&self, s: &TaggedSentence) -> Vec<(usize, usize)> {
+        let sent = Sent {
+            tok: &s.tokens,
+            tag: &s.tags,
+        };
+        let n = sent.n();
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        let mut i = 0;
+        while i < n {
+            if !is_noun(sent.t(i)) || s.tokens[i] == "'" {
+                i += 1;
+                continue;
+            }
+            let rs = i;
+            let mut re = i;
+            while re < n && is_noun(sent.t(re)) {
+                re += 1;
+            }
+            i = re;
+            let has_head = (rs..re).any(|h| !self.stop.contains(&s.tokens[h].to_lowercase()));
+            if !has_head {
+                continue;
+            }
+            let start = sent.extend_left(rs);
+            let verb_before = (0..start).any(|k| is_finite(sent.t(k)));
+            let end = sent.extend_right(re, verb_before);
+            if !spans.contains(&(start, end)) {
+                spans.push((start, end));
+            }
+        }
+        let maximal: Vec<(usize, usize)> = spans
+            .iter()
+            .copied()
+            .filter(|&(a, b)| {
+                !spans
+                    .iter()
+                    .any(|&(c, d)| (c, d) != (a, b) && c <= a && b <= d)
+            })
+            .collect();
+        let mut maximal = maximal;
+        maximal.sort_unstable();
+        maximal
+    }
+
+    /// Splits `text` into sentences and extracts its maximal noun chunks.
+    pub fn chunk(&self, text: &str) -> ChunkedText {
+        let mut out = ChunkedText::default();
+        for s in self.tagger.tag_text(text) {
+            let spans = self.chunk_spans(&s);
+            let si = out.sentences.len();
+            out.sentences.push(s.text());
+            for (a, b) in spans {
+                out.chunks.push(NounChunk {
+                    text: detokenize(&s.tokens[a..b]),
+                    sentence: si,
+                    start: a,
+                    end: b,
+                });
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,321 @@
+//! Command-line entry points (`amp data generate | check | merge`; the `amp` binary wires them).
+//!
+//! ```text
+//! generate  --input llava.json --out gen.jsonl --server-expert 34b=llava-v1.6-34b@http://h:8000/v1 ...
+//! check     --generated gen.jsonl --out-dir out/           (writes out/checked.jsonl + amp.json ...)
+//! merge     --inputs out/checked-0-of-2.jsonl out/checked-1-of-2.jsonl --out-dir out/
+//! ```
+//!
+//! Local models and Incremental Generation need code, not flags: build the ordered experts (e.g.
+//! mllm LLaVA adapters for MEG, or [`crate::generate::incremental_experts`] with a
+//! [`crate::generate::FineTuner`] for IG) and pass them to [`run_generate_with`]; pass CLIP/BERT
+//! text encoders to [`run_check_with`].
+use crate::autocheck::{AutoCheckConfig, AutoChecker, SentenceEmbedder};
+use crate::chunker::Chunker;
+use crate::data::load_llava;
+use crate::error::{AmpDataError, Result};
+use crate::generate::{multi_size_experts, Expert, GenParams, OpenAiGenerator};
+use crate::pipeline::{self, CheckedRow, FinalOutputs, GeneratedRow, RunSummary, Shard};
+use crate::tagger::{BrillTagger, TaggerMode};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Decoding flags (defaults: the paper's A.3.1).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DecodingArgs {
+    /// Beams (local models; the OpenAI API has no beam search).
+    #[arg(long, default_value_t = 4)]
+    pub num_beams: usize,
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Repetition penalty (local models; not part of the OpenAI API).
+    #[arg(long, default_value_t = 1.1)]
+    pub repetition_penalty: f32,
+    #[arg(long, default_value_t = 512)]
+    pub max_new_tokens: usize,
+}
+
+impl DecodingArgs {
+    /// As [`GenParams`].
+    pub fn params(&self) -> GenParams {
+        GenParams {
+            num_beams: self.num_beams,
+            temperature: self.temperature,
+            repetition_penalty: self.repetition_penalty,
+            max_new_tokens: self.max_new_tokens,
+        }
+    }
+}
+
+/// `generate`: Multi-size Expert Generation over instruction data (resumable, shardable).
+#[derive(clap::Args, Debug, Clone)]
+pub struct GenerateArgs {
+    /// Instruction data: a JSON list of LLaVA records `{id, image, conversations}`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Directory relative image paths are resolved against (default: the input file's directory).
+    #[arg(long)]
+    pub image_folder: Option<PathBuf>,
+    /// Output JSONL of generated rows; rerunning skips the ids already in it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// An expert behind an OpenAI-compatible server, `NAME=MODEL@BASE_URL`; repeat it, largest
+    /// model first (that order is the initial ranking).
+    #[arg(long = "server-expert")]
+    pub server_experts: Vec<String>,
+    /// Bearer key for the servers.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Requests in flight per server.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Response cache (JSONL) for deterministic requests.
+    #[arg(long)]
+    pub chat_cache: Option<PathBuf>,
+    /// Number of levels K (must be 1 + the number of experts).
+    #[arg(long)]
+    pub levels: Option<usize>,
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
+    /// Process only shard i of n (`i/n`), by id hash.
+    #[arg(long, default_value = "0/1")]
+    pub shard: Shard,
+    /// Records in flight (0: one per core). For chat servers set it to the concurrency you want.
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
+}
+
+/// Builds the `--server-expert` generators, in the given order.
+pub fn server_experts(args: &GenerateArgs) -> Result<Vec<Expert>> {
+    args.server_experts
+        .iter()
+        .map(|spec| {
+            let bad = || {
+                AmpDataError::Config(format!(
+                    "--server-expert {spec:?}: expected NAME=MODEL@BASE_URL"
+                ))
+            };
+            let (name, rest) = spec.split_once('=').ok_or_else(bad)?;
+            let (model, url) = rest.split_once('@').ok_or_else(bad)?;
+            if name.is_empty() || model.is_empty() || url.is_empty() {
+                return Err(bad());
+            }
+            let mut cfg = amp_chat::ChatConfig::new(url, model);
+            cfg.api_key = args.api_key.clone();
+            cfg.concurrency = args.concurrency.max(1);
+            cfg.cache_path = args.chat_cache.clone();
+            let client = amp_chat::ChatClient::new(cfg)
+                .map_err(|e| AmpDataError::Config(format!("{spec}: {e}")))?;
+            Ok(Expert {
+                name: name.to_string(),
+                generator: Arc::new(OpenAiGenerator::new(client, model, args.decoding.params())),
+            })
+        })
+        .collect()
+}
+
+/// `generate` with the `--server-expert`s.
+pub fn run_generate(args: &GenerateArgs) -> Result<RunSummary> {
+    run_generate_with(args, server_experts(args)?)
+}
+
+/// `generate` with an explicit expert pool (largest first), e.g. local mllm models.
+pub fn run_generate_with(args: &GenerateArgs, pool: Vec<Expert>) -> Result<RunSummary> {
+    let experts = multi_size_experts(pool, args.levels)?;
+    let records = load_llava(&args.input, args.image_folder.as_deref())?;
+    let s = pipeline::generate(&records, &experts, &args.out, args.shard, args.jobs)?;
+    eprintln!(
+        "generate: shard {} has {} records: {} done before, {} generated now -> {}",
+        args.shard,
+        s.in_shard,
+        s.skipped,
+        s.processed,
+        args.out.display()
+    );
+    Ok(s)
+}
+
+/// `check`: the auto-check re-ranking, then the AMP training files.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Generated rows (one or more JSONL files, e.g. the shards of `generate`).
+    #[arg(long, required = true, num_args = 1..)]
+    pub generated: Vec<PathBuf>,
+    /// Output directory: `checked.jsonl` (or `checked-i-of-n.jsonl` for a shard), and for an
+    /// unsharded run `amp.json`, `meta.jsonl`, `stats.json`.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Match threshold τ.
+    #[arg(long, default_value_t = 0.85)]
+    pub tau: f32,
+    /// textblob's `en/` directory (default: found in the Python environment).
+    #[arg(long)]
+    pub textblob_dir: Option<PathBuf>,
+    /// Keep the initial ranking (the paper's "Initial" ablation).
+    #[arg(long)]
+    pub skip_check: bool,
+    #[arg(long, default_value = "0/1")]
+    pub shard: Shard,
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
+}
+
+impl CheckArgs {
+    /// The rows file of this run.
+    pub fn rows_path(&self) -> PathBuf {
+        if self.shard.count == 1 {
+            self.out_dir.join("checked.jsonl")
+        } else {
+            self.out_dir.join(format!(
+                "checked-{}-of-{}.jsonl",
+                self.shard.index, self.shard.count
+            ))
+        }
+    }
+}
+
+/// Loads the tagger from `dir` or the installed textblob.
+pub fn load_tagger(dir: Option<&Path>) -> Result<BrillTagger> {
+    match dir {
+        Some(d) => BrillTagger::from_dir(d, TaggerMode::Brill),
+        None => BrillTagger::from_installed(TaggerMode::Brill),
+    }
+}
+
+/// What `check` produced.
+#[derive(Debug)]
+pub struct CheckOutcome {
+    pub summary: RunSummary,
+    /// Final files (unsharded runs only).
+    pub outputs: Option<FinalOutputs>,
+}
+
+/// `check` with the given experts: `local` embeds noun chunks, `global` sentences.
+pub fn run_check_with(
+    args: &CheckArgs,
+    local: &dyn SentenceEmbedder,
+    global: &dyn SentenceEmbedder,
+) -> Result<CheckOutcome> {
+    let rows: Vec<GeneratedRow> = pipeline::merge_rows(&args.generated)?;
+    let out = args.rows_path();
+    let summary = if args.skip_check {
+        pipeline::check::<&dyn SentenceEmbedder, &dyn SentenceEmbedder>(
+            &rows, None, &out, args.shard, args.jobs,
+        )?
+    } else {
+        let chunker = Chunker::new(load_tagger(args.textblob_dir.as_deref())?);
+        let checker = AutoChecker::new(chunker, local, global, AutoCheckConfig { tau: args.tau });
+        pipeline::check(&rows, Some(&checker), &out, args.shard, args.jobs)?
+    };
+    eprintln!(
+        "check: shard {} has {} samples: {} done before, {} checked now -> {}",
+        args.shard,
+        summary.in_shard,
+        summary.skipped,
+        summary.processed,
+        out.display()
+    );
+    let outputs = if args.shard.count == 1 {
+        let checked: Vec<CheckedRow> = pipeline::load_rows(&out)?;
+        let o = pipeline::finalize(checked, &args.out_dir)?;
+        report(&o);
+        Some(o)
+    } else {
+        None
+    };
+    Ok(CheckOutcome { summary, outputs })
+}
+
+/// Embedder placeholder for `--skip-check` runs.
+struct NoEmbedder;
+
+impl SentenceEmbedder for NoEmbedder {
+    fn name(&self) -> String {
+        "none".into()
+    }
+    fn embed(&self, _: &[String]) -> Result<Vec<Vec<f32>>> {
+        Err(AmpDataError::Embedding(
+            "no sentence embedder configured".into(),
+        ))
+    }
+}
+
+/// `check` with default experts. With the `mllm` feature, all-MiniLM-L6-v2 (CPU) serves as both
+/// the noun-chunk and the sentence expert (the paper's chunk expert is a CLIP text encoder: pass
+/// one through [`run_check_with`]). Without it only `--skip-check` works.
+pub fn run_check(args: &CheckArgs) -> Result<CheckOutcome> {
+    if args.skip_check {
+        return run_check_with(args, &NoEmbedder, &NoEmbedder);
+    }
+    #[cfg(feature = "mllm")]
+    {
+        let local = crate::minilm::BertEmbedder::minilm_cpu()?;
+        let global = crate::minilm::BertEmbedder::minilm_cpu()?;
+        run_check_with(args, &local, &global)
+    }
+    #[cfg(not(feature = "mllm"))]
+    Err(AmpDataError::Config(
+        "the auto-check needs sentence embedders: build amp-data with the `mllm` feature (all-MiniLM-L6-v2), \
+         call amp_data::cli::run_check_with with your experts, or pass --skip-check to keep the initial ranking"
+            .into(),
+    ))
+}
+
+/// `merge`: checked rows of several shards → the same final files as an unsharded run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MergeArgs {
+    /// Checked-row JSONL files (the shards).
+    #[arg(long, required = true, num_args = 1..)]
+    pub inputs: Vec<PathBuf>,
+    /// Where `amp.json`, `meta.jsonl` and `stats.json` go.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// Optional instruction data: fail unless every record is present.
+    #[arg(long)]
+    pub expect_input: Option<PathBuf>,
+    #[arg(long)]
+    pub image_folder: Option<PathBuf>,
+}
+
+/// Runs `merge`.
+pub fn run_merge(args: &MergeArgs) -> Result<FinalOutputs> {
+    let rows: Vec<CheckedRow> = pipeline::merge_rows(&args.inputs)?;
+    if let Some(input) = &args.expect_input {
+        let records = load_llava(input, args.image_folder.as_deref())?;
+        let have: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let missing: Vec<&str> = records
+            .iter()
+            .map(|r| r.id.as_str())
+            .filter(|id| !have.contains(id))
+            .collect();
+        if !missing.is_empty() {
+            return Err(AmpDataError::data(
+                input,
+                format!("{} records", missing.len()),
+                format!(
+                    "missing from the merged shards (first: {:?}); finish every shard first",
+                    &missing[..missing.len().min(5)]
+                ),
+            ));
+        }
+    }
+    let o = pipeline::finalize(rows, &args.out_dir)?;
+    report(&o);
+    Ok(o)
+}
+
+fn report(o: &FinalOutputs) {
+    let s = &o.stats;
+    eprintln!(
+        "wrote {} ({} samples, K = {}); auto-check judged {}, changed {} rankings, {} samples with ties, \
+         {} standard and {} generated responses without noun chunks",
+        o.amp_json.display(),
+        s.samples,
+        s.levels,
+        s.checked,
+        s.changed,
+        s.samples_with_ties,
+        s.standard_without_chunks,
+        s.responses_without_chunks
+    );
+}
