@@ -89,6 +89,14 @@ impl LlamaAttention {
         }
     }
 
+    /// The rotated keys and the values of `xs` `[B, T, D]`, each `[B, kv_heads, T, head_dim]`.
+    pub fn keys_values(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, train: bool) -> (Tensor, Tensor) {
+        let (b, t, _) = xs.size3().expect("[B, T, D]");
+        let k = self.k_proj.forward_t(xs, train).view([b, t, self.kv_heads, self.head_dim]).transpose(1, 2);
+        let v = self.v_proj.forward_t(xs, train).view([b, t, self.kv_heads, self.head_dim]).transpose(1, 2);
+        (&k * cos + rotate_half(&k) * sin, v)
+    }
+
     /// `xs` `[B, T, D]`; `cos`/`sin` `[B, 1, T, head_dim]`; `mask`: a boolean `[B, 1, T, T_past + T]`
     /// (true = attend), [`AttnMask::Causal`] (no padding, no past) or [`AttnMask::None`] (one
     /// query attending to everything before it).
@@ -103,10 +111,8 @@ impl LlamaAttention {
     ) -> Tensor {
         let (b, t, _) = xs.size3().expect("[B, T, D]");
         let q = self.q_proj.forward_t(xs, train).view([b, t, self.heads, self.head_dim]).transpose(1, 2);
-        let k = self.k_proj.forward_t(xs, train).view([b, t, self.kv_heads, self.head_dim]).transpose(1, 2);
-        let v = self.v_proj.forward_t(xs, train).view([b, t, self.kv_heads, self.head_dim]).transpose(1, 2);
         let q = &q * cos + rotate_half(&q) * sin;
-        let k = &k * cos + rotate_half(&k) * sin;
+        let (k, v) = self.keys_values(xs, cos, sin, train);
         let (k, v) = match cache {
             Some(slot) => {
                 let (k, v) = match slot.take() {
@@ -275,6 +281,32 @@ impl Llama {
             h = &h1 + l.mlp.forward_t(&l.post_attention_layernorm.forward(&h1), train);
         }
         self.norm.forward(&h)
+    }
+
+    /// Fill the empty `cache` with the keys/values of `embeds` (a prompt prefix), computing only
+    /// what they need: the last layer's attention output and MLP and the final norm are skipped.
+    /// Arguments as in [`Self::forward_embeds`] (`key_valid` `[B, T]`); no in-place ops, so
+    /// gradients flow from whatever later attends to the cache back into `embeds` and the weights.
+    pub fn prefill(&self, embeds: &Tensor, position_ids: &Tensor, key_valid: Option<&Tensor>, cache: &mut KvCache, train: bool) {
+        assert!(cache.is_empty(), "prefill needs an empty cache");
+        let (b, t, _) = embeds.size3().expect("[B, T, D]");
+        let mask = match key_valid {
+            None => AttnMask::Causal,
+            Some(_) => AttnMask::Mask(attention_mask(key_valid, b, t, 0, embeds.device())),
+        };
+        let (cos, sin) = self.rope(position_ids, embeds.kind());
+        let mut h = embeds.shallow_clone();
+        let n = self.layers.len();
+        for (i, l) in self.layers.iter().enumerate() {
+            let x = l.input_layernorm.forward(&h);
+            if i + 1 == n {
+                cache.layers[i] = Some(l.self_attn.keys_values(&x, &cos, &sin, train));
+                break;
+            }
+            let a = l.self_attn.forward(&x, &cos, &sin, &mask, Some(&mut cache.layers[i]), train);
+            let h1 = a + &h;
+            h = &h1 + l.mlp.forward_t(&l.post_attention_layernorm.forward(&h1), train);
+        }
     }
 
     /// Logits (in the model's dtype) from hidden states.

@@ -206,6 +206,18 @@ impl Llava {
         self.language_model.forward_embeds(embeds, &pos, key_valid, cache, train)
     }
 
+    /// Fill an empty `cache` with the keys/values of `embeds` `[B, T, D]` (a shared prompt
+    /// prefix; `key_valid` `[B, T]`), skipping the work only outputs would need
+    /// ([`Llama::prefill`]). Differentiable.
+    pub fn prefill_from_embeds(&self, embeds: &Tensor, key_valid: Option<&Tensor>, cache: &mut KvCache, train: bool) {
+        let (b, t, _) = embeds.size3().expect("[B, T, D]");
+        let pos = match key_valid {
+            Some(v) => position_ids(&v.to_device(embeds.device())),
+            None => Tensor::arange(t, (Kind::Int64, embeds.device())).unsqueeze(0).expand([b, t], false),
+        };
+        self.language_model.prefill(embeds, &pos, key_valid, cache, train)
+    }
+
     /// A fresh KV cache.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.cfg.text.num_hidden_layers)

@@ -2,7 +2,9 @@
 //! weights (`1 + 0.05·r` on response tokens of round r, 0 on prompt/image/padding; paper §4b),
 //! each image encoded once per example and its projected features shared across the K responses
 //! (set [`LlavaPreference::share_image_encoding`] to `false` to re-encode per response, for
-//! benchmarking).
+//! benchmarking), and — with [`LlavaPreference::share_prefix`] — the shared prompt prefix
+//! (system prompt, image tokens, first human turn: identical across the K responses) run through
+//! the language model once per example, the K continuations attending to its keys/values.
 use crate::conversation::ChatTokenizer;
 use crate::error::MllmError;
 use crate::image_processor::ImageProcessor;
@@ -24,6 +26,10 @@ pub struct LlavaPreference {
     pub max_len: Option<usize>,
     /// Encode each example's image once and share it across its K responses (default `true`).
     pub share_image_encoding: bool,
+    /// Run each example's common token prefix through the language model once and the K
+    /// continuations against its (row-expanded) KV cache; exact up to float rounding, gradients
+    /// flow through the shared prefix (default `true`).
+    pub share_prefix: bool,
 }
 
 /// An encoded batch: `B·K` right-padded rows (row `b·K + k` = level k of example b).
@@ -46,7 +52,7 @@ pub struct LlavaBatch {
 impl LlavaPreference {
     /// Wrap a model; `share_image_encoding` on, no truncation.
     pub fn new(model: Llava, tokenizer: ChatTokenizer, images: ImageProcessor) -> Self {
-        Self { model, tokenizer, images, max_len: None, share_image_encoding: true }
+        Self { model, tokenizer, images, max_len: None, share_image_encoding: true, share_prefix: true }
     }
 
     fn turns(ex: &PreferenceExample, k: usize) -> Result<Vec<String>, MdpoError> {
@@ -164,16 +170,23 @@ impl PreferenceModel for LlavaPreference {
             _ => None,
         };
         let embeds = self.model.embed(&ids, feats.as_ref()).map_err(merr)?;
-        let logits = self.model.logits_from_embeds(&embeds, Some(&valid), None, train);
         let t = ids.size()[1];
-        let lp = logits.narrow(1, 0, t - 1).log_softmax(-1, Kind::Float);
-        let tgt = ids.narrow(1, 1, t - 1).clamp_min(0);
-        let tok_lp = lp.gather(2, &tgt.unsqueeze(-1), false).squeeze_dim(-1);
         let w = weights.narrow(1, 1, t - 1);
+        let prefix = if self.share_prefix { self.prefix_sum(&ids, &valid, &weights, &embeds, levels.len(), batch.b, train)? } else { None };
+        let sum = match prefix {
+            Some(s) => s,
+            None => {
+                let logits = self.model.logits_from_embeds(&embeds, Some(&valid), None, train);
+                let lp = logits.narrow(1, 0, t - 1).log_softmax(-1, Kind::Float);
+                let tgt = ids.narrow(1, 1, t - 1).clamp_min(0);
+                let tok_lp = lp.gather(2, &tgt.unsqueeze(-1), false).squeeze_dim(-1);
+                (tok_lp * &w).sum_dim_intlist(1, false, Kind::Float)
+            }
+        };
         let l = levels.len() as i64;
         let bsz = batch.b as i64;
         Ok(ResponseLogps {
-            sum: (tok_lp * &w).sum_dim_intlist(1, false, Kind::Float).view([l, bsz]),
+            sum: sum.view([l, bsz]),
             weight: w.sum_dim_intlist(1, false, Kind::Float).view([l, bsz]),
             tokens: response.narrow(1, 1, t - 1).sum_dim_intlist(1, false, Kind::Float).view([l, bsz]),
         })
@@ -212,7 +225,107 @@ impl PreferenceModel for LlavaPreference {
     }
 }
 
+fn to_vec<T>(x: &Tensor) -> mdpo::Result<Vec<T>>
+where
+    Vec<T>: TryFrom<Tensor, Error = tch::TchError>,
+{
+    Vec::<T>::try_from(x.to_device(tch::Device::Cpu).contiguous().view([-1])).map_err(|e| MdpoError::Model(e.to_string()))
+}
+
 impl LlavaPreference {
+    /// Weighted log-prob sums `[L·B]` with each example's shared prefix run once.
+    ///
+    /// Rows are `li·B + b` (right-padded, `[L·B, T]`). For example `b` the cached prefix is its
+    /// first `q_b` tokens, where `q_b` is at most the longest common prefix of its L rows and at
+    /// most (first weighted target position − 1): every target `t` with a weight is then predicted
+    /// from position `t − 1 ≥ q_b`, i.e. from the continuation, whose first token is the last
+    /// shared one. Prefix rows are right-padded to `max q_b`, continuations to their longest
+    /// length; the key-validity mask `[prefix | continuation]` hides both paddings and gives the
+    /// continuation the positions `q_b, q_b + 1, …`. `None` when no example has a prefix to share.
+    #[allow(clippy::too_many_arguments)]
+    fn prefix_sum(
+        &self,
+        ids: &Tensor,
+        valid: &Tensor,
+        weights: &Tensor,
+        embeds: &Tensor,
+        l: usize,
+        b: usize,
+        train: bool,
+    ) -> mdpo::Result<Option<Tensor>> {
+        let dev = ids.device();
+        let t = ids.size()[1] as usize;
+        let idv: Vec<i64> = to_vec(ids)?;
+        let vv: Vec<i64> = to_vec(&valid.to_kind(Kind::Int64))?;
+        let wv: Vec<f32> = to_vec(&weights.to_kind(Kind::Float))?;
+        let n = l * b;
+        let len: Vec<usize> = (0..n).map(|r| vv[r * t..(r + 1) * t].iter().filter(|&&x| x != 0).count()).collect();
+        let mut q = vec![0usize; b];
+        for (bi, qb) in q.iter_mut().enumerate() {
+            let rows: Vec<usize> = (0..l).map(|li| li * b + bi).collect();
+            let min_len = rows.iter().map(|&r| len[r]).min().unwrap_or(0);
+            let lcp = (0..min_len).take_while(|&j| rows.iter().all(|&r| idv[r * t + j] == idv[rows[0] * t + j])).count();
+            let first_w = rows
+                .iter()
+                .map(|&r| (1..len[r]).find(|&j| wv[r * t + j] != 0.).unwrap_or(len[r]))
+                .min()
+                .unwrap_or(0);
+            *qb = lcp.min(first_w.saturating_sub(1)).min(min_len.saturating_sub(1));
+        }
+        let pm = q.iter().copied().max().unwrap_or(0);
+        if pm == 0 {
+            return Ok(None);
+        }
+        let c = (0..n).map(|r| len[r] - q[r % b]).max().unwrap_or(1).max(1);
+        // flat gather indices into [L·B·T] and validity
+        let (mut pre_idx, mut pre_valid) = (Vec::with_capacity(b * pm), Vec::with_capacity(b * pm));
+        for (bi, &qb) in q.iter().enumerate() {
+            for j in 0..pm {
+                pre_idx.push((bi * t + j.min(qb.saturating_sub(1))) as i64);
+                pre_valid.push((j < qb) as i64);
+            }
+        }
+        let (mut cont_idx, mut cont_valid, mut cont_w) = (Vec::with_capacity(n * c), Vec::with_capacity(n * c), Vec::with_capacity(n * c));
+        for r in 0..n {
+            let qb = q[r % b];
+            for j in 0..c {
+                let pos = qb + j;
+                let ok = pos < len[r];
+                cont_idx.push((r * t + if ok { pos } else { qb }) as i64);
+                cont_valid.push(ok as i64);
+                cont_w.push(if ok { wv[r * t + pos] } else { 0. });
+            }
+        }
+        let (b_, l_, pm_, c_, t_) = (b as i64, l as i64, pm as i64, c as i64, t as i64);
+        let d = embeds.size()[2];
+        let flat_e = embeds.reshape([-1, d]);
+        let flat_ids = ids.reshape([-1]);
+        let pre_idx = Tensor::from_slice(&pre_idx).to_device(dev);
+        let cont_idx = Tensor::from_slice(&cont_idx).to_device(dev);
+        let pre_valid = Tensor::from_slice(&pre_valid).view([b_, pm_]).to_device(dev);
+        let cont_valid = Tensor::from_slice(&cont_valid).view([l_ * b_, c_]).to_device(dev);
+        let cont_w = Tensor::from_slice(&cont_w).view([l_ * b_, c_]).to_device(dev);
+        debug_assert_eq!(flat_ids.size()[0], (n as i64) * t_);
+        let pre_e = flat_e.index_select(0, &pre_idx).view([b_, pm_, d]);
+        let cont_e = flat_e.index_select(0, &cont_idx).view([l_ * b_, c_, d]);
+        let cont_ids = flat_ids.index_select(0, &cont_idx).view([l_ * b_, c_]);
+        // the prefix once per example, its keys/values then repeated for the L levels
+        let mut cache = self.model.new_cache();
+        self.model.prefill_from_embeds(&pre_e, Some(&pre_valid), &mut cache, train);
+        let rep: Vec<i64> = (0..l).flat_map(|_| 0..b_).collect();
+        let rep = Tensor::from_slice(&rep).to_device(dev);
+        cache.index_select(&rep);
+        let key_valid = Tensor::cat(&[pre_valid.index_select(0, &rep), cont_valid], 1);
+        let logits = self.model.logits_from_embeds(&cont_e, Some(&key_valid), Some(&mut cache), train);
+        if c_ < 2 {
+            return Ok(Some(Tensor::zeros([l_ * b_], (Kind::Float, dev))));
+        }
+        let lp = logits.narrow(1, 0, c_ - 1).log_softmax(-1, Kind::Float);
+        let tgt = cont_ids.narrow(1, 1, c_ - 1).clamp_min(0);
+        let tok_lp = lp.gather(2, &tgt.unsqueeze(-1), false).squeeze_dim(-1);
+        Ok(Some((tok_lp * cont_w.narrow(1, 1, c_ - 1)).sum_dim_intlist(1, false, Kind::Float)))
+    }
+
     /// A tiny random LLaVA ([`crate::config::LlavaConfig::tiny`], seeded) with the byte-level
     /// tokenizer and a 28-px CLIP processor, for tests, benches and demos.
     pub fn tiny(seed: i64) -> crate::Result<Self> {
