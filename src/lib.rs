@@ -11,6 +11,9 @@
 //! | [`mrhal_bench`] | MRHal-Bench, MMHal-Bench, POPE, LLaVA-Bench and a robust LLM judge |
 //! | [`amp_chat`] | an OpenAI-compatible chat client shared by the data pipeline and the judge |
 
+pub mod adapters;
+pub mod pipeline;
+
 pub use amp_chat;
 pub use amp_data;
 pub use mdpo;

@@ -249,8 +249,8 @@ pub fn run_check(args: &CheckArgs) -> Result<CheckOutcome> {
     }
     #[cfg(feature = "mllm")]
     {
-        let local = crate::minilm::BertEmbedder::minilm_cpu()?;
-        let global = crate::minilm::BertEmbedder::minilm_cpu()?;
+        let local = crate::minilm::BertEmbedder::minilm()?;
+        let global = crate::minilm::BertEmbedder::minilm()?;
         run_check_with(args, &local, &global)
     }
     #[cfg(not(feature = "mllm"))]
