@@ -25,7 +25,6 @@ fn unit_rows(rows: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
         .collect()
 }
 
-
 /// The auto-check's sentence expert: a sentence-transformers BERT (all-MiniLM-L6-v2) from
 /// [`mllm::BertEncoder`]; vectors are L2-normalised whatever the checkpoint's `modules.json` says.
 pub struct BertEmbedder {
