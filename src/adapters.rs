@@ -283,6 +283,69 @@ impl<M: ChatModel> mrhal_bench::Responder for LlavaChat<M> {
     }
 }
 
+/// A [`ChatModel`] over a LLaVA checkpoint on disk (llava-hf or original LLaVA-1.5 layout, with
+/// its `tokenizer.json` and optional `preprocessor_config.json`): what `amp generate
+/// --local-expert` and `amp eval answer-local` run.
+pub struct CheckpointChat {
+    name: String,
+    llava: mllm::llava::Llava,
+    tokenizer: mllm::conversation::ChatTokenizer,
+    images: mllm::image_processor::ImageProcessor,
+    config: mllm::generation::GenerationConfig,
+    decoding: serde_json::Value,
+}
+
+impl CheckpointChat {
+    /// Loads `dir` on the CPU (f32) with the given decoding settings.
+    pub fn load(name: impl Into<String>, dir: &Path, config: mllm::generation::GenerationConfig) -> Result<Self, mllm::MllmError> {
+        let llava = mllm::llava::Llava::load(dir, mllm::llava::LoadOptions::default())?;
+        let tokenizer = mllm::conversation::ChatTokenizer::from_model_dir(dir, &llava.cfg)?;
+        let images =
+            mllm::image_processor::ImageProcessor::from_dir(dir, llava.cfg.vision.image_size as u32, llava.cfg.image_aspect_ratio)?;
+        let decoding = serde_json::json!({
+            "strategy": format!("{:?}", config.strategy),
+            "max_new_tokens": config.max_new_tokens,
+            "repetition_penalty": config.repetition_penalty,
+            "no_repeat_ngram_size": config.no_repeat_ngram_size,
+            "checkpoint": dir.display().to_string(),
+        });
+        Ok(Self { name: name.into(), llava, tokenizer, images, config, decoding })
+    }
+}
+
+impl ChatModel for CheckpointChat {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn decoding(&self) -> serde_json::Value {
+        self.decoding.clone()
+    }
+    fn batch_size(&self) -> usize {
+        // mllm's beam search decodes one prompt at a time; greedy and sampling batch.
+        match self.config.strategy {
+            mllm::generation::Strategy::Beam { .. } => 1,
+            _ => 8,
+        }
+    }
+    fn answer_batch(&mut self, reqs: &[ChatRequest]) -> Result<Vec<String>, String> {
+        let mut prompts = Vec::with_capacity(reqs.len());
+        let mut pixels = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let mut turns: Vec<String> = r.turns.iter().map(|t| t.1.clone()).collect();
+            if let Some(first) = turns.first_mut() {
+                *first = format!("{}\n{first}", mllm::conversation::IMAGE_PLACEHOLDER);
+            }
+            prompts.push(self.tokenizer.encode(&turns, None).map_err(|e| e.to_string())?.ids);
+            let img = image::load_from_memory(&r.image).map_err(|e| format!("image: {e}"))?.to_rgb8();
+            pixels.push(self.images.preprocess(&img));
+        }
+        let pixels = tch::Tensor::stack(&pixels, 0).to_device(self.llava.device());
+        let out = mllm::generation::generate(&self.llava, &prompts, Some(&pixels), &self.config, Some(&self.tokenizer))
+            .map_err(|e| e.to_string())?;
+        Ok(out.into_iter().map(|g| g.text.unwrap_or_default().trim().to_string()).collect())
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // Fine-tuner for Incremental Generation
 

@@ -110,3 +110,74 @@ fn train_names_the_file_and_record_of_bad_data() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("nope.png"), "{err}");
 }
+
+#[test]
+fn generate_with_local_checkpoints_then_check_then_answer_locally() {
+    let llava = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Instruction data in LLaVA's format: two records, one multi-round.
+    let image = llava.join("image.png");
+    let records = serde_json::json!([
+        {"id": "a", "image": image, "conversations": [
+            {"from": "human", "value": "<image>\nDescribe the picture."},
+            {"from": "gpt", "value": "A red square sits on a white table next to a blue cup."}]},
+        {"id": "b", "image": image, "conversations": [
+            {"from": "human", "value": "<image>\nWhat is on the table?"},
+            {"from": "gpt", "value": "A red square and a blue cup."},
+            {"from": "human", "value": "What colour is the cup?"},
+            {"from": "gpt", "value": "The cup is blue."}]},
+    ]);
+    let input = d.join("llava.json");
+    std::fs::write(&input, records.to_string()).unwrap();
+    let gen = d.join("gen.jsonl");
+    let (big, small) = (format!("big={}", llava.join("hf").display()), format!("small={}", llava.join("hf_tied").display()));
+    let gen_args = [
+        "generate", "--input", input.to_str().unwrap(), "--out", gen.to_str().unwrap(), "--local-expert", &big,
+        "--local-expert", &small, "--levels", "3", "--num-beams", "1", "--temperature", "0", "--max-new-tokens", "4",
+    ];
+    let o = amp(&gen_args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(&gen).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        let sources: Vec<&str> = r["candidates"].as_array().unwrap().iter().map(|c| c["source"].as_str().unwrap()).collect();
+        assert_eq!(sources, ["big", "small"], "initial rank follows the --local-expert order");
+    }
+    // A rerun generates nothing new.
+    let o = amp(&gen_args);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read_to_string(&gen).unwrap().lines().count(), 2);
+    // Mixing local and server experts is refused.
+    let mut mixed = gen_args.to_vec();
+    mixed.extend(["--server-expert", "x=m@http://127.0.0.1:9/v1"]);
+    let o = amp(&mixed);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("either --local-expert or --server-expert"));
+
+    // The auto-check with the real MiniLM writes the AMP training file, standard response on top.
+    let out = d.join("data");
+    let o = amp(&["check", "--generated", gen.to_str().unwrap(), "--out-dir", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let amp_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("amp.json")).unwrap()).unwrap();
+    let first = &amp_json.as_array().unwrap()[0];
+    assert_eq!(first["output_1"][1]["value"], "A red square sits on a white table next to a blue cup.");
+    assert!(first.get("output_3").is_some() && first.get("output_4").is_none());
+
+    // Answer an MRHal-style set with the local checkpoint: one answer per round, resumable.
+    let world = d.join("w");
+    assert!(amp(&["world", "--preset", "tiny", "--out", world.to_str().unwrap()]).status.success());
+    let answers = d.join("answers.jsonl");
+    let ans_args = [
+        "eval", "answer-local", "--bench", "mrhal", "--data", world.join("eval_gt.json").to_str().unwrap().to_owned().leak(),
+        "--images", world.join("images").to_str().unwrap().to_owned().leak(), "--out", answers.to_str().unwrap(),
+        "--model", llava.join("hf").to_str().unwrap().to_owned().leak(), "--num-beams", "1", "--temperature", "0",
+        "--max-new-tokens", "3", "--limit", "2",
+    ];
+    let o = amp(&ans_args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let n = std::fs::read_to_string(&answers).unwrap().lines().count();
+    assert!(n >= 4, "two dialogues of at least two rounds: {n} answers");
+    assert!(amp(&ans_args).status.success());
+    assert_eq!(std::fs::read_to_string(&answers).unwrap().lines().count(), n, "rerun re-answered");
+}

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use amp::adapters::{BertEmbedder, ClipTextEmbedder, RuleJudge};
+use amp::adapters::{BertEmbedder, CheckpointChat, ClipTextEmbedder, LlavaChat, RuleJudge};
 use amp_data::SentenceEmbedder;
 use clap::{Parser, Subcommand};
 
@@ -33,7 +33,7 @@ enum Command {
     /// tokenizer).
     World(WorldArgs),
     /// Multi-size Expert Generation over LLaVA instruction data (resumable, shardable).
-    Generate(amp_data::cli::GenerateArgs),
+    Generate(GenerateCmd),
     /// The auto-check (§3.1.3): re-rank generated responses, write the AMP training file.
     Check(CheckCmd),
     /// Merge the checked shards of a sharded run into the final files.
@@ -59,6 +59,69 @@ struct WorldArgs {
     /// Seed (default: the preset's).
     #[arg(long)]
     seed: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct GenerateCmd {
+    #[command(flatten)]
+    args: amp_data::cli::GenerateArgs,
+    /// An expert that is a LLaVA checkpoint on disk, `NAME=DIR` (run locally on the CPU with
+    /// mllm); repeat it, largest model first. Use either local or server experts in one run, so
+    /// the order (the initial ranking) is never ambiguous.
+    #[arg(long = "local-expert")]
+    local_experts: Vec<String>,
+}
+
+/// The decoding flags as mllm's generation config: beams > 1 means beam search (the paper's
+/// A.3.1 settings are effectively 4-beam search), else temperature > 0 samples, else greedy.
+fn generation_config(d: &amp_data::cli::DecodingArgs, no_repeat_ngram_size: usize) -> mllm::generation::GenerationConfig {
+    use mllm::generation::{GenerationConfig, Strategy};
+    let strategy = if d.num_beams > 1 {
+        Strategy::Beam { num_beams: d.num_beams, length_penalty: 1.0 }
+    } else if d.temperature > 0.0 {
+        Strategy::Sample { temperature: d.temperature as f64, top_p: 1.0, seed: 0 }
+    } else {
+        Strategy::Greedy
+    };
+    GenerationConfig {
+        max_new_tokens: d.max_new_tokens,
+        strategy,
+        repetition_penalty: d.repetition_penalty as f64,
+        no_repeat_ngram_size,
+        ..GenerationConfig::default()
+    }
+}
+
+fn local_expert(spec: &str, d: &amp_data::cli::DecodingArgs) -> Result<amp_data::Expert, String> {
+    let (name, dir) = spec
+        .split_once('=')
+        .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+        .ok_or_else(|| format!("--local-expert {spec:?}: expected NAME=DIR"))?;
+    let chat = CheckpointChat::load(name, dir.as_ref(), generation_config(d, 0)).map_err(|e| format!("--local-expert {name}: {e}"))?;
+    Ok(amp_data::Expert { name: name.to_string(), generator: std::sync::Arc::new(LlavaChat::new(chat)) })
+}
+
+#[derive(clap::Args)]
+struct AnswerLocalArgs {
+    #[command(flatten)]
+    data: mrhal_bench::cli::DataArgs,
+    /// Directory relative image paths are resolved against.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Answers JSONL (appended; a rerun answers only what is missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// The LLaVA checkpoint directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Name recorded with the answers (default: the directory name).
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    decoding: amp_data::cli::DecodingArgs,
+    /// MRHal-Bench's protocol uses 5.
+    #[arg(long, default_value_t = 5)]
+    no_repeat_ngram_size: usize,
 }
 
 #[derive(clap::Args)]
@@ -163,6 +226,8 @@ fn save_adapter(policy: &mllm::preference::LlavaPreference, run_dir: &std::path:
 enum EvalCmd {
     /// Answer a benchmark with an OpenAI-compatible server (the model's own answers are the history).
     Answer(mrhal_bench::cli::AnswerArgs),
+    /// Answer a benchmark with a local LLaVA checkpoint (mllm on the CPU), same protocol.
+    AnswerLocal(AnswerLocalArgs),
     /// Judge answers with an OpenAI-compatible LLM judge.
     Judge(mrhal_bench::cli::JudgeArgs),
     /// Judge answers on a synthetic world with its rule judge (ground-truth scene graphs, the
@@ -216,8 +281,16 @@ fn run(cli: Cli) -> Result<(), String> {
             let m = world.write(&a.out).map_err(|e| s(&e))?;
             eprintln!("amp world: wrote {} ({:?}; vocabulary {})", a.out.display(), m.counts, m.vocab_size);
         }
-        Command::Generate(a) => {
-            amp_data::cli::run_generate(&a).map_err(|e| s(&e))?;
+        Command::Generate(g) => {
+            if g.local_experts.is_empty() {
+                amp_data::cli::run_generate(&g.args).map_err(|e| s(&e))?;
+            } else {
+                if !g.args.server_experts.is_empty() {
+                    return Err("use either --local-expert or --server-expert in one run (their relative order would be ambiguous)".into());
+                }
+                let pool = g.local_experts.iter().map(|e| local_expert(e, &g.args.decoding)).collect::<Result<Vec<_>, _>>()?;
+                amp_data::cli::run_generate_with(&g.args, pool).map_err(|e| s(&e))?;
+            }
         }
         Command::Check(c) => {
             if c.args.skip_check {
@@ -255,6 +328,14 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Eval(EvalCmd::Answer(a)) => {
             mrhal_bench::cli::run_answer(&a).map_err(|e| s(&e))?;
+        }
+        Command::Eval(EvalCmd::AnswerLocal(a)) => {
+            let name = a.name.clone().unwrap_or_else(|| {
+                a.model.file_name().and_then(|n| n.to_str()).unwrap_or("llava").to_string()
+            });
+            let chat = CheckpointChat::load(name, &a.model, generation_config(&a.decoding, a.no_repeat_ngram_size))
+                .map_err(|e| s(&e))?;
+            mrhal_bench::cli::run_answer_with(&a.data, a.images.as_deref(), &a.out, &LlavaChat::new(chat)).map_err(|e| s(&e))?;
         }
         Command::Eval(EvalCmd::Judge(a)) => {
             mrhal_bench::cli::run_judge(&a).map_err(|e| s(&e))?;

@@ -258,7 +258,7 @@ fn sample_batch(
         }
         let nt = Tensor::from_slice(&next).view([b as i64, 1]).to_device(dev);
         key_valid = Tensor::cat(&[key_valid, Tensor::ones([b as i64, 1], (Kind::Int64, dev))], 1);
-        let e = model.embed(&nt, None)?;
+        let e = model.embed_generated(&nt);
         logits = last_logits(model, &e, padded.then_some(&key_valid), &mut cache);
     }
     Ok(gen.into_iter().zip(texts).map(|(ids, text)| Generation { ids, text }).collect())
@@ -364,7 +364,7 @@ fn beam_search(
         }
         cache.index_select(&Tensor::from_slice(&parents).to_device(dev));
         let nt = Tensor::from_slice(&run_seq.iter().map(|s| *s.last().expect("non-empty")).collect::<Vec<_>>()).view([nb as i64, 1]).to_device(dev);
-        let e = model.embed(&nt, None)?;
+        let e = model.embed_generated(&nt);
         logits = last_logits(model, &e, None, &mut cache);
     }
     let ids = finished.into_iter().next().map(|f| f.1).unwrap_or_else(|| run_seq[0].clone());

@@ -148,6 +148,13 @@ impl Llava {
         self.projector.forward_t(&f, train)
     }
 
+    /// Embeddings of freshly generated tokens `[B, T]`: plain token embeddings, even for an id that
+    /// equals the image token (a model may emit it; as in transformers, only the prompt's image
+    /// tokens are replaced by image features).
+    pub fn embed_generated(&self, ids: &Tensor) -> Tensor {
+        self.language_model.embed(&ids.to_device(self.device()))
+    }
+
     /// Token embeddings `[B, T, D]` with the rows at image-token positions replaced, in order, by
     /// the rows of `image_features` (`[N, n, D]` or `[N·n, D]`). Their counts must agree.
     pub fn embed(&self, ids: &Tensor, image_features: Option<&Tensor>) -> Result<Tensor> {
