@@ -2,35 +2,11 @@
 //! global RNG for dropout, which tests running in parallel threads would otherwise share.
 mod common;
 
-use common::{synthetic, TinyLm};
+use common::{assert_equal, config, synthetic, TinyLm};
 use mdpo::{MdpoConfig, Reference, Trainer};
 use std::path::Path;
-use tch::Tensor;
 
-fn config(dir: &Path, k: usize) -> MdpoConfig {
-    MdpoConfig {
-        levels: k,
-        lr: 1e-2,
-        warmup_steps: 2,
-        batch_size: 2,
-        grad_accum: 1,
-        epochs: 2,
-        max_grad_norm: None,
-        bf16: false,
-        save_every: 0,
-        plots: false,
-        output_dir: dir.to_path_buf(),
-        ..MdpoConfig::default()
-    }
-}
 
-fn assert_equal(a: &[(String, Tensor)], b: &[(String, Tensor)]) {
-    assert_eq!(a.len(), b.len());
-    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
-        assert_eq!(na, nb);
-        assert!(ta.equal(tb), "{na} differs: max diff {}", (ta - tb).abs().max().double_value(&[]));
-    }
-}
 
 #[test]
 /// Train 7 steps uninterrupted vs 4 steps, checkpoint, drop everything, fresh trainer, resume

@@ -2,27 +2,10 @@
 //! bit-exact resume, the reference cache key, the non-finite guard, SFT, logs and plots.
 mod common;
 
-use common::{synthetic, TinyLm};
+use common::{assert_equal, config, synthetic, TinyLm};
 use mdpo::{MdpoConfig, MdpoError, Reference, Trainer};
-use std::path::Path;
 use tch::Tensor;
 
-fn config(dir: &Path, k: usize) -> MdpoConfig {
-    MdpoConfig {
-        levels: k,
-        lr: 1e-2,
-        warmup_steps: 2,
-        batch_size: 2,
-        grad_accum: 1,
-        epochs: 2,
-        max_grad_norm: None,
-        bf16: false,
-        save_every: 0,
-        plots: false,
-        output_dir: dir.to_path_buf(),
-        ..MdpoConfig::default()
-    }
-}
 
 fn assert_close(a: &[(String, Tensor)], b: &[(String, Tensor)], tol: f64) {
     assert_eq!(a.len(), b.len());
@@ -36,12 +19,6 @@ fn assert_close(a: &[(String, Tensor)], b: &[(String, Tensor)], tol: f64) {
     }
 }
 
-fn assert_equal(a: &[(String, Tensor)], b: &[(String, Tensor)]) {
-    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
-        assert_eq!(na, nb);
-        assert!(ta.equal(tb), "{na} differs: max diff {}", (ta - tb).abs().max().double_value(&[]));
-    }
-}
 
 #[test]
 fn grad_accum_2x1_equals_1x2() {

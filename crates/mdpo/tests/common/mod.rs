@@ -4,7 +4,8 @@
 //! `h = emb[x_{t−1}] + mean(emb[prompt]) ; h += h·A (adapter, if any) ; dropout ; logits = h·W + b`.
 //! Response tokens of gpt turn r weigh `1 + c·r`; prompt tokens weigh 0.
 #![allow(dead_code)]
-use mdpo::{MdpoError, PreferenceExample, PreferenceModel, ResponseLogps, Result};
+use mdpo::{MdpoConfig, MdpoError, PreferenceExample, PreferenceModel, ResponseLogps, Result};
+use std::path::Path;
 use std::cell::Cell;
 use std::ops::Range;
 use tch::{nn, Device, Kind, Tensor};
@@ -210,4 +211,31 @@ pub fn synthetic(n: usize, k: usize) -> Vec<PreferenceExample> {
             PreferenceExample { id: format!("ex{i}"), image: None, responses }
         })
         .collect()
+}
+
+/// The trainer config the tests share: K levels, batch 2, 2 epochs, no clipping, no plots.
+pub fn config(dir: &Path, k: usize) -> MdpoConfig {
+    MdpoConfig {
+        levels: k,
+        lr: 1e-2,
+        warmup_steps: 2,
+        batch_size: 2,
+        grad_accum: 1,
+        epochs: 2,
+        max_grad_norm: None,
+        bf16: false,
+        save_every: 0,
+        plots: false,
+        output_dir: dir.to_path_buf(),
+        ..MdpoConfig::default()
+    }
+}
+
+/// Bit-for-bit equality of two named tensor lists.
+pub fn assert_equal(a: &[(String, Tensor)], b: &[(String, Tensor)]) {
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs: max diff {}", (ta - tb).abs().max().double_value(&[]));
+    }
 }
