@@ -3,45 +3,67 @@
 //! and a CLIP text encoder (the paper's noun-chunk expert, §3.1.3).
 //!
 //! tch tensors are `Send` but not `Sync`, so each encoder sits behind a mutex; libtorch
-//! parallelises each batch internally. Output vectors are L2-normalised.
+//! parallelises each batch internally. The encoders are built with L2 normalisation on, so every
+//! output vector has unit norm whatever the checkpoint's own settings say.
 use crate::autocheck::SentenceEmbedder;
 use crate::error::{AmpDataError, Result};
 use std::path::Path;
 use std::sync::Mutex;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// What [`Embedder`] needs from an `mllm` text encoder.
+pub trait TextEncoder: Send {
+    /// The encoder with L2 normalisation switched on.
+    fn normalized(self) -> Self;
+    /// One vector per text, in input order.
+    fn embed_texts(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<f32>>>;
 }
 
-fn unit_rows(rows: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
-    rows.into_iter()
-        .map(|mut v| {
-            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if n > 0.0 {
-                v.iter_mut().for_each(|x| *x /= n);
-            }
-            v
-        })
-        .collect()
+impl TextEncoder for mllm::BertEncoder {
+    fn normalized(self) -> Self {
+        self.with_normalize(true)
+    }
+    fn embed_texts(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<f32>>> {
+        self.embed_vecs(texts)
+    }
+}
+
+impl TextEncoder for mllm::ClipTextEncoder {
+    fn normalized(self) -> Self {
+        self.with_normalize(true)
+    }
+    fn embed_texts(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<f32>>> {
+        self.embed_vecs(texts)
+    }
+}
+
+/// An `mllm` text encoder as a [`SentenceEmbedder`]; `name` goes into the data set's metadata.
+pub struct Embedder<E> {
+    name: String,
+    inner: Mutex<E>,
 }
 
 /// The auto-check's sentence expert: a sentence-transformers BERT (all-MiniLM-L6-v2) from
-/// [`mllm::BertEncoder`]; vectors are L2-normalised whatever the checkpoint's `modules.json` says.
-pub struct BertEmbedder {
-    name: String,
-    inner: Mutex<mllm::BertEncoder>,
+/// [`mllm::BertEncoder`].
+pub type BertEmbedder = Embedder<mllm::BertEncoder>;
+
+/// The paper's noun-chunk expert: a CLIP text encoder ([`mllm::ClipTextEncoder`]).
+pub type ClipTextEmbedder = Embedder<mllm::ClipTextEncoder>;
+
+impl<E: TextEncoder> Embedder<E> {
+    /// Wraps a loaded encoder (switching its L2 normalisation on).
+    pub fn new(name: impl Into<String>, encoder: E) -> Self {
+        Self { name: name.into(), inner: Mutex::new(encoder.normalized()) }
+    }
+}
+
+fn dir_name(dir: &Path, fallback: &str) -> String {
+    dir.file_name().and_then(|n| n.to_str()).unwrap_or(fallback).to_string()
 }
 
 impl BertEmbedder {
-    /// Wraps a loaded encoder; `name` goes into the data set's metadata.
-    pub fn new(name: impl Into<String>, encoder: mllm::BertEncoder) -> Self {
-        Self { name: name.into(), inner: Mutex::new(encoder.with_normalize(true)) }
-    }
-
     /// Loads a model directory (see [`mllm::BertEncoder::load`]) on the CPU.
     pub fn load(dir: &Path) -> Result<Self, mllm::MllmError> {
-        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("bert").to_string();
-        Ok(Self::new(name, mllm::BertEncoder::load(dir, tch::Device::Cpu)?))
+        Ok(Self::new(dir_name(dir, "bert"), mllm::BertEncoder::load(dir, tch::Device::Cpu)?))
     }
 
     /// The real all-MiniLM-L6-v2 ([`mllm::minilm_dir`]), or an error saying where it was looked for.
@@ -59,48 +81,20 @@ impl BertEmbedder {
     }
 }
 
-impl SentenceEmbedder for BertEmbedder {
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let rows = lock(&self.inner)
-            .embed_vecs(&refs)
-            .map_err(|e| AmpDataError::Embedding(format!("{}: {e}", self.name)))?;
-        Ok(unit_rows(rows))
-    }
-}
-
-/// The paper's noun-chunk expert: a CLIP text encoder ([`mllm::ClipTextEncoder`]), L2-normalised.
-pub struct ClipTextEmbedder {
-    name: String,
-    inner: Mutex<mllm::ClipTextEncoder>,
-}
-
 impl ClipTextEmbedder {
-    /// Wraps a loaded encoder.
-    pub fn new(name: impl Into<String>, encoder: mllm::ClipTextEncoder) -> Self {
-        Self { name: name.into(), inner: Mutex::new(encoder.with_normalize(true)) }
-    }
-
     /// Loads a CLIP directory (see [`mllm::ClipTextEncoder::load`]) on the CPU.
     pub fn load(dir: &Path) -> Result<Self, mllm::MllmError> {
-        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("clip-text").to_string();
-        Ok(Self::new(name, mllm::ClipTextEncoder::load(dir, tch::Device::Cpu)?))
+        Ok(Self::new(dir_name(dir, "clip-text"), mllm::ClipTextEncoder::load(dir, tch::Device::Cpu)?))
     }
 }
 
-impl SentenceEmbedder for ClipTextEmbedder {
+impl<E: TextEncoder> SentenceEmbedder for Embedder<E> {
     fn name(&self) -> String {
         self.name.clone()
     }
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let rows = lock(&self.inner)
-            .embed_vecs(&refs)
-            .map_err(|e| AmpDataError::Embedding(format!("{}: {e}", self.name)))?;
-        Ok(unit_rows(rows))
+        let encoder = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        encoder.embed_texts(&refs).map_err(|e| AmpDataError::Embedding(format!("{}: {e}", self.name)))
     }
 }
-
