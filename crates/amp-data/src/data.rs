@@ -4,6 +4,7 @@
 //! "<image>\n..."}, {"from": "gpt", "value": ...}, ...]}`; the gpt turns are the *standard
 //! responses* (the top level of every AMP sample). Single- and multi-round dialogues are accepted.
 use crate::error::{AmpDataError, Result};
+use mdpo::data::kind_of as kind;
 use mdpo::{Conversation, Turn};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -36,17 +37,6 @@ pub fn gpt_turns(c: &[Turn]) -> Vec<String> {
         .filter(|t| t.from == "gpt")
         .map(|t| t.value.clone())
         .collect()
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Checks that an image file exists and can be read (a non-empty, openable file).

@@ -69,7 +69,8 @@ fn read_json_list(path: &Path) -> Result<Vec<Value>> {
     }
 }
 
-fn kind_of(v: &Value) -> &'static str {
+/// How a JSON value reads in an error message ("a string", "a list", ...).
+pub fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
