@@ -11,7 +11,7 @@ fn tiny_demo_runs_every_stage_and_writes_a_complete_report_then_resumes() {
     // AMP_DEMO_TEST_DIR keeps the run (report, models, data) for inspection.
     let dir = tempfile::tempdir().unwrap();
     let run = std::env::var_os("AMP_DEMO_TEST_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| dir.path().join("run"));
-    let args = DemoArgs { preset: "tiny".into(), seeds: vec![0, 1], out: run.clone(), resume: true, threads: 0 };
+    let args = DemoArgs { preset: "tiny".into(), seeds: vec![0, 1], out: run.clone(), resume: true, threads: 0, config: None, experts_only: false };
     let r = run_demo(&args).unwrap_or_else(|e| panic!("tiny demo failed: {e}"));
 
     // Every stage produced its outputs.
@@ -58,6 +58,20 @@ fn tiny_demo_runs_every_stage_and_writes_a_complete_report_then_resumes() {
         .map(|t| t.stage.as_str())
         .collect();
     assert!(rerun.is_empty(), "stages rerun on resume: {rerun:?}");
+
+    // `--config <run>/config.json --experts-only`: the same configuration from its file (so
+    // nothing reruns), stopping after the experts with their table.
+    let only = DemoArgs { config: Some(run.join("config.json")), experts_only: true, ..args.clone() };
+    match run_demo(&only) {
+        Err(amp::pipeline::DemoError::Stopped { after, path }) => {
+            assert_eq!(after, "experts");
+            let table = std::fs::read_to_string(path).unwrap();
+            for e in &r.config.experts {
+                assert!(table.lines().any(|l| l.starts_with(&format!("{} ", e.name))), "{table}");
+            }
+        }
+        other => panic!("expected a stop after the experts, got {:?}", other.map(|r| r.report_md)),
+    }
     assert_eq!(r2.results, r.results);
 }
 
@@ -67,7 +81,7 @@ fn tiny_demo_runs_every_stage_and_writes_a_complete_report_then_resumes() {
 #[ignore]
 fn small_preset() {
     let run = std::env::var_os("AMP_DEMO_TEST_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| "runs/demo-small".into());
-    let args = DemoArgs { preset: "small".into(), seeds: vec![0, 1, 2], out: run, resume: true, threads: 0 };
+    let args = DemoArgs { preset: "small".into(), seeds: vec![0, 1, 2], out: run, resume: true, threads: 0, config: None, experts_only: false };
     let r = run_demo(&args).unwrap_or_else(|e| panic!("small demo failed: {e}"));
     eprintln!("{}", std::fs::read_to_string(&r.report_md).unwrap());
 }

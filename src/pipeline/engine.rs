@@ -3,9 +3,10 @@
 //! CLIP preprocessing via [`mllm::image_processor::ImageProcessor`]; batched decoding via
 //! [`mllm::generation::generate`]), trained by `mdpo`'s [`Trainer`] (SFT and MDPO/DPO).
 //!
-//! Training uses `mllm`'s [`LlavaPreference`] (the [`mdpo::PreferenceModel`] of LLaVA) with *all*
-//! weights trainable: the vision tower is trained from scratch, and MDPO/DPO fine-tune the whole
-//! base against a frozen copy of it (the reference, its log-probs precomputed once).
+//! Training uses `mllm`'s [`LlavaPreference`] (the [`mdpo::PreferenceModel`] of LLaVA). SFT trains
+//! *all* weights (the vision tower is trained from scratch); MDPO/DPO fine-tune the language model
+//! of the base (vision tower and projector frozen, as in AMP) against a frozen copy of the base
+//! (the reference, its log-probs precomputed once).
 use super::{DemoError, GenSpec, ModelSpec, Result, TrainSpec};
 use crate::adapters::{ChatModel, ChatRequest, LlavaChat};
 use mdpo::{MdpoConfig, PreferenceExample, Reference, TrainSummary, Trainer};
@@ -56,7 +57,7 @@ pub fn llava_config(m: &SavedModel) -> LlavaConfig {
     let mut cfg = LlavaConfig::small(s.hidden, s.layers, m.vocab, m.image_size);
     cfg.text.max_position_embeddings = 2048;
     cfg.vision.hidden_size = s.vision_hidden;
-    cfg.vision.intermediate_size = 2 * s.vision_hidden;
+    cfg.vision.intermediate_size = 4 * s.vision_hidden;
     cfg.vision.num_hidden_layers = s.vision_layers;
     cfg.vision.num_attention_heads = (s.vision_hidden / 16).max(2);
     cfg.vision.patch_size = s.patch;
@@ -174,12 +175,20 @@ pub fn train_sft(stage: &str, init: &Init, tokenizer: &Path, examples: Vec<Prefe
     Ok(s)
 }
 
-/// MDPO / DPO (mdpo's trainer) of the model in `base` (policy, all weights trainable) against the
+/// MDPO / DPO (mdpo's trainer) of the model in `base` (policy: the language model trainable, the
+/// vision tower and projector frozen) against the
 /// same model frozen (reference, log-probs precomputed once); the policy is saved to
 /// `model_dir(config.output_dir)`.
 pub fn train_preference(stage: &str, base: &Path, tokenizer: &Path, examples: Vec<PreferenceExample>, config: MdpoConfig) -> Result<TrainSummary> {
     let out = config.output_dir.clone();
     let (saved, policy) = DemoModel::open(&Init::From(base.to_path_buf()), tokenizer, true)?.into_policy();
+    // As AMP does (§4.1; its scripts freeze `mm_projector` and the CLIP tower): preference
+    // training updates the language model only.
+    for (name, t) in policy.model.var_store().variables() {
+        if name.starts_with("vision_tower.") || name.starts_with("multi_modal_projector.") {
+            let _ = t.set_requires_grad(false);
+        }
+    }
     let (_, reference) = DemoModel::open(&Init::From(base.to_path_buf()), tokenizer, false)?.into_policy();
     let config = MdpoConfig { max_grad_norm: Some(1.0), schedule: mdpo::optim::Schedule::Constant, ..config };
     let mut trainer = Trainer::new(policy, Reference::Model(reference), examples, config).map_err(|e| blocked(stage, e))?;

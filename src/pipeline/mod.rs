@@ -64,6 +64,9 @@ pub enum DemoError {
     },
     #[error("config: {0}")]
     Config(String),
+    /// `--experts-only`: the run stopped on purpose after the named stage.
+    #[error("stopped after {after} as asked; see {path}")]
+    Stopped { after: String, path: PathBuf },
     #[error(transparent)]
     World(#[from] amp_world::WorldError),
     #[error(transparent)]
@@ -136,6 +139,14 @@ pub struct DemoArgs {
     /// Torch intra-op threads (0: leave libtorch's default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// A [`DemoConfig`] JSON file (e.g. a previous run's `config.json`, edited) used instead of
+    /// `--preset`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Stop after the experts are trained and evaluated (prints their table; no report), to tune
+    /// a world or expert sizes before the rest of the pipeline.
+    #[arg(long, default_value_t = false)]
+    pub experts_only: bool,
 }
 
 /// One model architecture (LLaVA: CLIP-style ViT, MLP projector, LLaMA decoder).
@@ -148,7 +159,7 @@ pub struct ModelSpec {
     /// Vision tower hidden size and layers.
     pub vision_hidden: i64,
     pub vision_layers: usize,
-    /// ViT patch size (48 px / 8 = 36 image tokens).
+    /// ViT patch size (48 px / 16 = 9 image tokens, one per grid cell).
     pub patch: i64,
 }
 
@@ -209,6 +220,10 @@ pub struct DemoConfig {
     /// is the base architecture trained on the first `ig_pretrain_fraction` of the SFT data.
     pub ig_parts: usize,
     pub ig_pretrain_fraction: f64,
+    /// The fine-tuning set F of IG (split into the `ig_parts` parts) is the next
+    /// `ig_finetune_fraction` of the SFT data after the pre-training share (1.0: all the rest).
+    #[serde(default = "one")]
+    pub ig_finetune_fraction: f64,
     pub gen: GenSpec,
     /// Preference training.
     pub pref: TrainSpec,
@@ -218,13 +233,26 @@ pub struct DemoConfig {
     pub tau: f32,
 }
 
-fn spec(name: &str, hidden: i64, layers: usize, vision_hidden: i64, vision_layers: usize) -> ModelSpec {
-    ModelSpec { name: name.into(), hidden, layers, vision_hidden, vision_layers, patch: 8 }
+/// An expert architecture. `patch` is the ViT patch size: the `small` and `large` worlds use one
+/// patch per cell of the 3x3 grid (9 image tokens), which measured better grounding (and 4x
+/// fewer image tokens) than 2x2 patches per cell.
+fn spec(name: &str, hidden: i64, layers: usize, vision_hidden: i64, vision_layers: usize, patch: i64) -> ModelSpec {
+    ModelSpec { name: name.into(), hidden, layers, vision_hidden, vision_layers, patch }
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// The variants: binary DPO (K = 2), MDPO for K = 3..=max_k, MDPO on adjacent pairs only; with
 /// `ablations`, also MDPO on the initial (unchecked) ranking and MDPO on IG data.
 fn variants(max_k: usize, ablations: bool) -> Vec<Variant> {
+    variants_with(max_k, ablations, ablations)
+}
+
+/// [`variants`] with the two ablations chosen separately: MDPO on the unchecked ranking
+/// (`initial`) and MDPO on IG data (`ig`).
+fn variants_with(max_k: usize, initial: bool, ig: bool) -> Vec<Variant> {
     let v = |name: &str, levels, source, checked, loss| Variant { name: name.into(), levels, source, checked, loss };
     let mut out = vec![v("dpo-k2", 2, Source::Meg, true, LossConfig::dpo())];
     for k in 3..=max_k {
@@ -238,8 +266,10 @@ fn variants(max_k: usize, ablations: bool) -> Vec<Variant> {
         true,
         LossConfig { pairs: PairSet::Adjacent, ..LossConfig::mdpo() },
     ));
-    if ablations {
+    if initial {
         out.push(v(&format!("mdpo-k{k4}-initial"), k4, Source::Meg, false, LossConfig::mdpo()));
+    }
+    if ig {
         out.push(v(&format!("mdpo-ig-k{k4}"), k4, Source::Ig, true, LossConfig::mdpo()));
     }
     out
@@ -253,11 +283,12 @@ impl DemoConfig {
             "tiny" => DemoConfig {
                 preset: name.into(),
                 world: WorldConfig { n_train: 48, n_pref: 8, n_bench: 4, n_pope: 4, ..world },
-                experts: vec![spec("m48", 48, 1, 32, 1), spec("s32", 32, 1, 32, 1), spec("xs16", 16, 1, 16, 1)],
+                experts: vec![spec("m48", 48, 1, 32, 1, 8), spec("s32", 32, 1, 32, 1, 8), spec("xs16", 16, 1, 16, 1, 8)],
                 base: "s32".into(),
                 sft: TrainSpec { steps: 16, batch_size: 8, lr: 3e-3, warmup_steps: 2 },
                 ig_parts: 2,
                 ig_pretrain_fraction: 0.25,
+                ig_finetune_fraction: 1.0,
                 gen: GenSpec { num_beams: 1, max_new_tokens: 24, repetition_penalty: 1.0, batch_size: 32 },
                 pref: TrainSpec { steps: 4, batch_size: 4, lr: 1e-4, warmup_steps: 1 },
                 beta: 0.1,
@@ -266,36 +297,41 @@ impl DemoConfig {
             },
             "small" => DemoConfig {
                 preset: name.into(),
-                world: WorldConfig { n_train: 3000, n_pref: 200, n_bench: 60, n_pope: 40, ..world },
+                // 200 benchmark dialogues (~700 rated rounds) and 100 POPE images (~1,800
+                // probes): evaluation is cheap, and 60/40 left differences of 0.02 in the noise.
+                world: WorldConfig { n_train: 3000, n_pref: 300, n_bench: 200, n_pope: 100, ..world },
                 experts: vec![
-                    spec("d96", 96, 2, 48, 1),
-                    spec("d64", 64, 2, 48, 1),
-                    spec("d48", 48, 1, 32, 1),
-                    spec("d32", 32, 1, 32, 1),
+                    spec("d96", 96, 2, 64, 2, 16),
+                    spec("d64", 64, 2, 64, 2, 16),
+                    spec("d48", 48, 1, 32, 1, 16),
+                    spec("d32", 32, 1, 32, 1, 16),
                 ],
                 base: "d64".into(),
-                sft: TrainSpec { steps: 800, batch_size: 32, lr: 2e-3, warmup_steps: 40 },
+                sft: TrainSpec { steps: 1000, batch_size: 32, lr: 2e-3, warmup_steps: 40 },
                 ig_parts: 2,
                 ig_pretrain_fraction: 0.2,
+                // 2 × 20% of the data after M0's 20%: IG's chain, at half the cost of using all.
+                ig_finetune_fraction: 0.5,
                 gen: GenSpec { num_beams: 1, max_new_tokens: 80, repetition_penalty: 1.0, batch_size: 64 },
                 pref: TrainSpec { steps: 60, batch_size: 8, lr: 1e-4, warmup_steps: 6 },
                 beta: 0.1,
-                variants: variants(5, false),
+                variants: variants_with(5, true, false),
                 tau: 0.85,
             },
             _ => DemoConfig {
                 preset: name.into(),
                 world: WorldConfig { n_pref: 2000, n_pope: 300, ..world },
                 experts: vec![
-                    spec("d192", 192, 3, 96, 2),
-                    spec("d128", 128, 2, 64, 2),
-                    spec("d96", 96, 2, 64, 2),
-                    spec("d64", 64, 2, 64, 1),
+                    spec("d192", 192, 3, 96, 2, 32),
+                    spec("d128", 128, 2, 64, 2, 32),
+                    spec("d96", 96, 2, 64, 2, 32),
+                    spec("d64", 64, 2, 64, 1, 32),
                 ],
                 base: "d96".into(),
                 sft: TrainSpec { steps: 3000, batch_size: 32, lr: 1e-3, warmup_steps: 100 },
                 ig_parts: 2,
                 ig_pretrain_fraction: 0.2,
+                ig_finetune_fraction: 1.0,
                 gen: GenSpec { num_beams: 1, max_new_tokens: 128, repetition_penalty: 1.0, batch_size: 64 },
                 pref: TrainSpec { steps: 600, batch_size: 8, lr: 5e-5, warmup_steps: 20 },
                 beta: 0.1,
@@ -310,6 +346,14 @@ impl DemoConfig {
         self.world.validate()?;
         if !self.experts.iter().any(|e| e.name == self.base) {
             return Err(DemoError::Config(format!("base `{}` is not one of the experts", self.base)));
+        }
+        for e in &self.experts {
+            if e.patch <= 0 || self.world.image_size as i64 % e.patch != 0 {
+                return Err(DemoError::Config(format!(
+                    "expert {}: patch {} does not divide the image size {}",
+                    e.name, e.patch, self.world.image_size
+                )));
+            }
         }
         for v in &self.variants {
             let pool = match v.source {
@@ -438,7 +482,10 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
     if args.seeds.is_empty() {
         return Err(DemoError::Config("at least one seed".into()));
     }
-    let cfg = DemoConfig::preset(&args.preset)?;
+    let cfg = match &args.config {
+        Some(p) => read_json::<DemoConfig>(p)?,
+        None => DemoConfig::preset(&args.preset)?,
+    };
     cfg.validate()?;
     let paths = RunPaths { root: args.out.clone() };
     std::fs::create_dir_all(&paths.root).map_err(io_err(&paths.root))?;
@@ -487,6 +534,27 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
         .map(|e| e.eval.mrhal.get("cumulative_hallucination_rate").copied().unwrap_or(f64::NAN))
         .collect();
     let hallucination_falls_with_size = rates.windows(2).all(|w| w[0] < w[1]);
+    if args.experts_only {
+        let mut table = String::from("expert  params  MRHal score  MRHal hal. rate  POPE acc (adv/pop/rand)\n");
+        for e in &experts {
+            let pope: Vec<String> = amp_world::pope::POPE_SPLITS
+                .iter()
+                .map(|s| format!("{:.3}", e.eval.pope.get(&format!("{s}/accuracy")).copied().unwrap_or(f64::NAN)))
+                .collect();
+            table += &format!(
+                "{}  {}  {:.3}  {:.3}  {}\n",
+                e.name,
+                e.params,
+                e.eval.mrhal.get("cumulative_score").copied().unwrap_or(f64::NAN),
+                e.eval.mrhal.get("cumulative_hallucination_rate").copied().unwrap_or(f64::NAN),
+                pope.join(" / ")
+            );
+        }
+        let path = paths.root.join("experts.txt");
+        std::fs::write(&path, &table).map_err(io_err(&path))?;
+        eprint!("{table}");
+        return Err(DemoError::Stopped { after: "experts".into(), path });
+    }
 
     // 4. IG experts.
     let pref_records = amp_data::load_llava(&paths.world().join("pref.json"), Some(&paths.images()))?;
@@ -507,7 +575,8 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
             Ok(())
         })?;
         // Fine-tuning set F: the rest of the SFT data, as LLaVA records (Algorithm 1's input).
-        let rest = amp_data::load_llava(&paths.world().join("train.json"), Some(&paths.images()))?.split_off(n_pre);
+        let mut rest = amp_data::load_llava(&paths.world().join("train.json"), Some(&paths.images()))?.split_off(n_pre);
+        rest.truncate(((rest.len() as f64) * cfg.ig_finetune_fraction).round() as usize);
         let tuner = crate::adapters::LlavaFineTuner {
             base: engine::model_dir(&m0),
             tokenizer: paths.tokenizer(),
@@ -541,7 +610,9 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
     for (source, models) in &pools {
         let tag = format!("{source:?}").to_lowercase();
         let out = paths.data().join(&tag).join("generated.jsonl");
-        let key = (&cfg.world, &cfg.experts, &cfg.sft, &cfg.gen, models.iter().map(|m| &m.0).collect::<Vec<_>>(), cfg.ig_parts);
+        // The models' weights (not only their names) key the stage: an IG chain fine-tuned on
+        // other data must not reuse old answers.
+        let key = (&cfg.world, &cfg.gen, models.iter().map(|m| (&m.0, fingerprint_dir(&m.1))).collect::<Vec<_>>());
         st.run(&format!("generate {tag}"), &key, std::slice::from_ref(&out), |name| {
             let _ = std::fs::remove_file(&out); // a stale file of another config
             let dialogues: Vec<(Arc<Vec<u8>>, Vec<String>)> = pref_records
@@ -797,6 +868,17 @@ mod tests {
             DemoConfig::preset(p).unwrap().validate().unwrap();
         }
         assert!(DemoConfig::preset("huge").is_err());
+    }
+
+    #[test]
+    fn config_files_round_trip_and_patch_must_divide_the_image() {
+        let cfg = DemoConfig::preset("small").unwrap();
+        let back: DemoConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        let mut bad = cfg;
+        bad.experts[1].patch = 10;
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("patch 10 does not divide the image size 48"), "{e}");
     }
 
     #[test]

@@ -87,7 +87,8 @@ impl WorldConfig {
     /// A harder, bigger world.
     pub fn large() -> Self {
         WorldConfig {
-            image_size: 64,
+            // 96 px: a multiple of 3, so a 32 px ViT patch covers one grid cell.
+            image_size: 96,
             min_objects: 2,
             max_objects: 7,
             n_shapes: 6,

@@ -428,15 +428,17 @@ fn q_existence(scene: &Scene, rng: &mut Rng, ctx: &Vocab) -> Option<Qa> {
         1 => format!("Does the image contain {}?", with_article(np)),
         _ => format!("Can you see {} in the image?", with_article(np)),
     };
-    let kind = rng.below(4);
-    let (question, answer) = if kind == 0 {
+    // Present and absent "<colour> <shape>" probes are equally likely (as in POPE, whose
+    // questions have this form): a 1:3 yes:no prior here taught the experts to answer "no".
+    let kind = rng.below(6);
+    let (question, answer) = if kind < 2 {
         // Present object.
         let i = rng.below(scene.objects.len());
         let o = scene.objects[i];
         let f = *rng.choose(&[
             Fields::new(false, true, true, false),
+            Fields::new(false, true, true, false),
             Fields::new(true, true, true, false),
-            Fields::new(false, false, true, false),
         ]);
         let np = noun_phrase(&o, f);
         let matching: Vec<&Object> = scene.objects.iter().filter(|p| f.matches(&o, p)).collect();
@@ -459,17 +461,36 @@ fn q_existence(scene: &Scene, rng: &mut Rng, ctx: &Vocab) -> Option<Qa> {
             format!("Yes, there are {} {plural}.", number_word(matching.len()))
         };
         (lead(rng, &np), answer)
-    } else if kind == 1 {
-        let (c, s) = absent_object(scene, rng, &ctx.colours, &ctx.shapes)?;
+    } else if kind < 4 {
+        // Absent object: a near miss of a present one (one attribute changed, POPE's
+        // "adversarial" negatives) or any absent colour/shape pair ("random").
+        let pick = if rng.chance(0.5) {
+            absent_object(scene, rng, &ctx.colours, &ctx.shapes)
+        } else {
+            let mut cands = Vec::new();
+            for &c in &ctx.colours {
+                for &s in &ctx.shapes {
+                    if !scene.objects.iter().any(|o| o.colour == c && o.shape == s) {
+                        cands.push((c, s));
+                    }
+                }
+            }
+            (!cands.is_empty()).then(|| *rng.choose(&cands))
+        };
+        let (c, s) = pick?;
         let np = format!("{} {}", c.name(), s.name());
         (
             lead(rng, &np),
             format!("No, there is no {np} in the image."),
         )
-    } else if kind == 2 {
-        // A shape in a cell.
-        let cell = *rng.choose(&all_cells());
-        let s = *rng.choose(&ctx.shapes);
+    } else if kind == 4 {
+        // A shape in a cell: half of the time the shape that is there (a "yes"), else any.
+        let (cell, s) = if rng.chance(0.5) {
+            let o = rng.choose(&scene.objects);
+            (o.cell, o.shape)
+        } else {
+            (*rng.choose(&all_cells()), *rng.choose(&ctx.shapes))
+        };
         let cn = cell.name();
         let q = format!("Is there {} in the {cn}?", with_article(s.name()));
         let a = match scene.at(cell) {
