@@ -379,7 +379,8 @@ impl amp_data::FineTuner for LlavaFineTuner {
         let steps = ((self.steps_per_record * subset.len() as f64).ceil() as usize).max(1);
         let spec = crate::pipeline::TrainSpec { steps, ..self.spec.clone() };
         let ids: Vec<&str> = subset.iter().map(|r| r.id.as_str()).collect();
-        let key = crate::pipeline::stage::hash_key(&(&ids, &spec, &self.base, crate::pipeline::fingerprint_dir(&self.base)));
+        // The base's weights, not its path, key the stage (a moved run directory resumes).
+        let key = crate::pipeline::stage::hash_key(&(&ids, &spec, crate::pipeline::fingerprint_dir(&self.base)));
         let marker = dir.join("finetune.key");
         let ft = |e: crate::pipeline::DemoError| AmpDataError::FineTune(format!("stage {stage}: {e}"));
         let done = self.resume

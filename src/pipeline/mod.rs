@@ -395,6 +395,11 @@ pub struct EvalResult {
     pub pope: BTreeMap<String, f64>,
     /// Items without a verdict / answer (never imputed).
     pub missing: usize,
+    /// Attribute accuracy of the objects the model names at a position in its benchmark answers
+    /// ([`amp_world::AttributeTally`]): `located_claims`, `shape_accuracy`, `colour_accuracy`,
+    /// `size_accuracy` (a key is absent when no claim names that attribute).
+    #[serde(default)]
+    pub grounding: BTreeMap<String, f64>,
 }
 
 /// One expert's quality (the MEG premise).
@@ -487,8 +492,10 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
         None => DemoConfig::preset(&args.preset)?,
     };
     cfg.validate()?;
-    let paths = RunPaths { root: args.out.clone() };
-    std::fs::create_dir_all(&paths.root).map_err(io_err(&paths.root))?;
+    std::fs::create_dir_all(&args.out).map_err(io_err(&args.out))?;
+    // Absolute paths: the data files written below name their images, and must still load when
+    // the demo (or `amp train` on its data) runs from another directory.
+    let paths = RunPaths { root: std::fs::canonicalize(&args.out).map_err(io_err(&args.out))? };
     write_json(&paths.root.join("config.json"), &cfg)?;
     let mut st = Stages::new(&paths.root, args.resume);
 
@@ -526,7 +533,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
     let mut experts = Vec::new();
     for e in &cfg.experts {
         let dir = engine::model_dir(&paths.expert(&e.name));
-        let r = evaluate(&mut st, &paths, &cfg, &judge, &format!("expert-{}", e.name), &dir)?;
+        let r = evaluate(&mut st, &paths, &cfg, &judge, &scenes, &format!("expert-{}", e.name), &dir)?;
         experts.push(ExpertQuality { name: e.name.clone(), params: engine::param_count(&dir).unwrap_or(0), eval: r });
     }
     let rates: Vec<f64> = experts
@@ -718,7 +725,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
                 .entry(v.name.clone())
                 .or_default()
                 .insert(seed, rows.iter().map(|r| (r.step, r.loss, r.reward_accuracy)).collect());
-            let r = evaluate(&mut st, &paths, &cfg, &judge, &format!("{}-s{seed}", v.name), &engine::model_dir(&run))?;
+            let r = evaluate(&mut st, &paths, &cfg, &judge, &scenes, &format!("{}-s{seed}", v.name), &engine::model_dir(&run))?;
             results.entry(v.name.clone()).or_default().insert(seed, r);
         }
     }
@@ -791,10 +798,30 @@ pub fn pick_levels(n: usize, m: usize) -> Vec<usize> {
 
 /// Evaluate the model saved in `dir` on the benchmark and POPE through mrhal-bench's harness
 /// (answers are written and resumed by the harness; the rule judge rates MRHal rounds).
-fn evaluate(st: &mut Stages, paths: &RunPaths, cfg: &DemoConfig, judge: &RuleJudge, name: &str, dir: &Path) -> Result<EvalResult> {
+/// Attribute accuracy of the located object claims in a model's MRHal answers.
+fn grounding(answers: &Path, scenes: &SceneIndex) -> Result<BTreeMap<String, f64>> {
+    let text = std::fs::read_to_string(answers).map_err(io_err(answers))?;
+    let mut t = amp_world::AttributeTally::default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let a: mrhal_bench::answers::AnswerRecord =
+            serde_json::from_str(line).map_err(|source| DemoError::Json { path: answers.into(), source })?;
+        let scene = scenes.get(&a.id).ok_or_else(|| stage_err("eval", format!("{}: no scene for item {}", answers.display(), a.id)))?;
+        t.add_answer(scene, Some(&a.question), &a.answer);
+    }
+    let mut m = BTreeMap::from([("located_claims".to_string(), t.located as f64)]);
+    for (k, v) in [("shape_accuracy", t.shape_accuracy()), ("colour_accuracy", t.colour_accuracy()), ("size_accuracy", t.size_accuracy())] {
+        if v.is_finite() {
+            m.insert(k.to_string(), v);
+        }
+    }
+    Ok(m)
+}
+
+fn evaluate(st: &mut Stages, paths: &RunPaths, cfg: &DemoConfig, judge: &RuleJudge, scenes: &SceneIndex, name: &str, dir: &Path) -> Result<EvalResult> {
     let out = paths.eval(name);
     let result = out.join("result.json");
-    let key = (fingerprint_dir(dir), &cfg.gen, &cfg.world);
+    // "v2": results since the grounding metrics.
+    let key = (fingerprint_dir(dir), &cfg.gen, &cfg.world, "v2");
     st.run(&format!("eval {name}"), &key, std::slice::from_ref(&result), |stage| {
         if out.exists() {
             std::fs::remove_dir_all(&out).map_err(io_err(&out))?;
@@ -834,6 +861,7 @@ fn evaluate(st: &mut Stages, paths: &RunPaths, cfg: &DemoConfig, judge: &RuleJud
             mrhal: mres.metrics.clone(),
             pope: pres.metrics.clone(),
             missing: mres.missing.total() + pres.missing.total(),
+            grounding: grounding(&ma, scenes)?,
         };
         write_json(&result, &r)
     })?;

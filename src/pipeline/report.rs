@@ -66,14 +66,18 @@ pub fn markdown(r: &DemoReport) -> String {
 
     // Experts.
     let _ = writeln!(s, "## 1. Multi-size experts (the MEG premise)\n");
-    let _ = writeln!(s, "| expert | params | MRHal score (cum.) | MRHal hal. rate (cum.) | POPE acc (adv/pop/rand) |");
-    let _ = writeln!(s, "|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| expert | params | MRHal score (cum.) | MRHal hal. rate (cum.) | POPE acc (adv/pop/rand) | shape / colour / size right (located claims) |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
     for e in &r.experts {
         let g = |k: &str| e.eval.mrhal.get(k).map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into());
         let p = |k: &str| e.eval.pope.get(k).map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into());
+        let q = |k: &str| e.eval.grounding.get(k).map(|x| format!("{x:.2}")).unwrap_or_else(|| "–".into());
         let _ = writeln!(
             s,
-            "| {}{} | {} | {} | {} | {} / {} / {} |",
+            "| {}{} | {} | {} | {} | {} / {} / {} | {} / {} / {} ({}) |",
             e.name,
             if e.name == c.base { " (base)" } else { "" },
             e.params,
@@ -82,8 +86,16 @@ pub fn markdown(r: &DemoReport) -> String {
             p("adversarial/accuracy"),
             p("popular/accuracy"),
             p("random/accuracy"),
+            q("shape_accuracy"),
+            q("colour_accuracy"),
+            q("size_accuracy"),
+            e.eval.grounding.get("located_claims").map(|x| x.to_string()).unwrap_or_else(|| "–".into()),
         );
     }
+    let _ = writeln!(
+        s,
+        "\nThe last column reads every \"<size> <colour> <shape> in the <cell>\" claim of an expert's benchmark answers whose cell holds an object, and counts how often each named attribute is that object's: a grounding measure (does the model see *what* is where?)."
+    );
     let _ = writeln!(
         s,
         "\nHallucination rate falls strictly with model size: **{}** (single runs; the experts are trained once).\n",
@@ -138,8 +150,8 @@ pub fn markdown(r: &DemoReport) -> String {
     for (_, label) in MRHAL_METRICS {
         let _ = write!(s, "MRHal {label} | ");
     }
-    let _ = writeln!(s, "missing |");
-    let _ = writeln!(s, "|---|---|{}---|", "---|".repeat(MRHAL_METRICS.len()));
+    let _ = writeln!(s, "shape right (located) | missing |");
+    let _ = writeln!(s, "|---|---|{}---|---|", "---|".repeat(MRHAL_METRICS.len()));
     for v in variant_order(r) {
         let runs = &r.results[&v];
         let k = r.config.variants.iter().find(|x| x.name == v).map(|x| x.levels.to_string()).unwrap_or_else(|| "–".into());
@@ -147,6 +159,7 @@ pub fn markdown(r: &DemoReport) -> String {
         for (m, _) in MRHAL_METRICS {
             let _ = write!(s, "{} | ", cell(spread_of(runs.values(), |e| e.mrhal.get(m).copied()), 3));
         }
+        let _ = write!(s, "{} | ", cell(spread_of(runs.values(), |e| e.grounding.get("shape_accuracy").copied()), 3));
         let missing: usize = runs.values().map(|e| e.missing).sum();
         let _ = writeln!(s, "{missing} |");
     }

@@ -979,3 +979,86 @@ pub fn claim_stats(scene: &Scene, conversation: &[crate::Turn]) -> ClaimStats {
     }
     s
 }
+
+/// How well a model reads the objects it names at a position: over every "there is a <size>
+/// <colour> <shape> in the <cell>" claim whose cell holds an object, how often each named
+/// attribute is that object's. A grounding measure below the hallucination rate: it separates
+/// "sees where things are" from "sees what they are".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributeTally {
+    /// Located claims (the named cell holds an object).
+    pub located: usize,
+    pub shape_named: usize,
+    pub shape_right: usize,
+    pub colour_named: usize,
+    pub colour_right: usize,
+    pub size_named: usize,
+    pub size_right: usize,
+}
+
+impl AttributeTally {
+    /// Add the located claims of one answer.
+    pub fn add_answer(&mut self, scene: &Scene, question: Option<&str>, answer: &str) {
+        for c in extract_claims(answer, question) {
+            let Claim::Exists(r) = c else { continue };
+            let (Some(row), Some(col)) = (r.row, r.col) else { continue };
+            let Some(o) = scene.at(crate::Cell { row, col }) else { continue };
+            self.located += 1;
+            if let Some(s) = r.shape {
+                self.shape_named += 1;
+                self.shape_right += usize::from(s == o.shape);
+            }
+            if let Some(c) = r.colour {
+                self.colour_named += 1;
+                self.colour_right += usize::from(c == o.colour);
+            }
+            if let Some(z) = r.size {
+                self.size_named += 1;
+                self.size_right += usize::from(z == o.size);
+            }
+        }
+    }
+    fn ratio(right: usize, named: usize) -> f64 {
+        if named == 0 {
+            f64::NAN
+        } else {
+            right as f64 / named as f64
+        }
+    }
+    /// Fraction of located claims naming the right shape (NaN when none names one).
+    pub fn shape_accuracy(&self) -> f64 {
+        Self::ratio(self.shape_right, self.shape_named)
+    }
+    /// Fraction of located claims naming the right colour.
+    pub fn colour_accuracy(&self) -> f64 {
+        Self::ratio(self.colour_right, self.colour_named)
+    }
+    /// Fraction of located claims naming the right size.
+    pub fn size_accuracy(&self) -> f64 {
+        Self::ratio(self.size_right, self.size_named)
+    }
+}
+
+#[cfg(test)]
+mod attribute_tests {
+    use super::*;
+    use crate::{Cell, Object};
+
+    #[test]
+    fn located_claims_are_scored_per_attribute() {
+        let o = |shape, colour, size, row, col| Object { shape, colour, size, cell: Cell { row, col }, cx: 0.0, cy: 0.0, r: 1.0 };
+        let scene = Scene {
+            id: "t".into(),
+            image_size: 48,
+            objects: vec![o(Shape::Circle, Colour::Red, Size::Small, 0, 0), o(Shape::Square, Colour::Blue, Size::Large, 2, 2)],
+        };
+        let mut t = AttributeTally::default();
+        // Right shape and colour, wrong size; wrong shape; a claim about an empty cell (ignored).
+        t.add_answer(&scene, None, "There is a large red circle in the top left. There is a large blue circle in the bottom right. There is a small green square in the center.");
+        assert_eq!(t.located, 2);
+        assert_eq!((t.shape_right, t.shape_named), (1, 2));
+        assert_eq!((t.colour_right, t.colour_named), (2, 2));
+        assert_eq!((t.size_right, t.size_named), (1, 2));
+        assert_eq!(t.shape_accuracy(), 0.5);
+    }
+}

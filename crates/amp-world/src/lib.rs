@@ -34,7 +34,8 @@ pub mod text;
 pub mod tokenizer;
 
 pub use claims::{
-    claim_stats, count_hallucinations, extract_claims, CheckedClaim, Claim, ClaimStats, ObjRef,
+    claim_stats, count_hallucinations, extract_claims, AttributeTally, CheckedClaim, Claim,
+    ClaimStats, ObjRef,
 };
 pub use config::WorldConfig;
 pub use dataset::{BenchRecord, InstructionRecord, Manifest, SceneIndex, Split, World};
