@@ -33,6 +33,7 @@ fn tiny_demo_runs_every_stage_and_writes_a_complete_report_then_resumes() {
             assert_eq!(steps, r.config.pref.steps, "{} seed {s}", v.name);
             let res = &r.results[&v.name][s];
             assert!(res.mrhal.contains_key("cumulative_hallucination_rate") && res.pope.contains_key("adversarial/accuracy"));
+            assert!(res.grounding.contains_key("located_claims"), "{} seed {s}: no grounding measure", v.name);
         }
     }
     assert_eq!(r.results.len(), r.config.variants.len() + 1, "every variant plus sft-only");
@@ -40,7 +41,7 @@ fn tiny_demo_runs_every_stage_and_writes_a_complete_report_then_resumes() {
 
     // The report: Markdown sections, JSON, PNG charts.
     let md = std::fs::read_to_string(&r.report_md).unwrap();
-    for h in ["## 1. Multi-size experts", "## 2. Preference data and the auto-check", "## 3. Preference training", "## 4. Wall time per stage", "± "] {
+    for h in ["## 1. Multi-size experts", "(located claims)", "## 2. Preference data and the auto-check", "## 3. Preference training", "## 4. Wall time per stage", "± "] {
         assert!(md.contains(h), "report lacks {h:?}");
     }
     for v in &r.config.variants {
