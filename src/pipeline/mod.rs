@@ -796,17 +796,18 @@ pub fn pick_levels(n: usize, m: usize) -> Vec<usize> {
     v
 }
 
-/// Evaluate the model saved in `dir` on the benchmark and POPE through mrhal-bench's harness
-/// (answers are written and resumed by the harness; the rule judge rates MRHal rounds).
-/// Attribute accuracy of the located object claims in a model's MRHal answers.
-fn grounding(answers: &Path, scenes: &SceneIndex) -> Result<BTreeMap<String, f64>> {
-    let text = std::fs::read_to_string(answers).map_err(io_err(answers))?;
+/// Attribute accuracy of the located object claims in a model's MRHal answers (`answers`, the
+/// harness's stored answers of `tasks`).
+fn grounding(tasks: &[mrhal_bench::AnswerTask], answers: &mrhal_bench::AnswerSet, scenes: &SceneIndex) -> Result<BTreeMap<String, f64>> {
     let mut t = amp_world::AttributeTally::default();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let a: mrhal_bench::answers::AnswerRecord =
-            serde_json::from_str(line).map_err(|source| DemoError::Json { path: answers.into(), source })?;
-        let scene = scenes.get(&a.id).ok_or_else(|| stage_err("eval", format!("{}: no scene for item {}", answers.display(), a.id)))?;
-        t.add_answer(scene, Some(&a.question), &a.answer);
+    for task in tasks {
+        let scene = scenes.get(&task.id).ok_or_else(|| stage_err("eval", format!("no scene for benchmark item {}", task.id)))?;
+        let Some(item) = answers.items.get(&task.id) else { continue };
+        for (q, a) in task.questions.iter().zip(&item.rounds) {
+            if let Some(a) = a {
+                t.add_answer(scene, Some(q), a);
+            }
+        }
     }
     let mut m = BTreeMap::from([("located_claims".to_string(), t.located as f64)]);
     for (k, v) in [("shape_accuracy", t.shape_accuracy()), ("colour_accuracy", t.colour_accuracy()), ("size_accuracy", t.size_accuracy())] {
@@ -817,6 +818,8 @@ fn grounding(answers: &Path, scenes: &SceneIndex) -> Result<BTreeMap<String, f64
     Ok(m)
 }
 
+/// Evaluate the model saved in `dir` on the benchmark and POPE through mrhal-bench's harness
+/// (answers are written and resumed by the harness; the rule judge rates MRHal rounds).
 fn evaluate(st: &mut Stages, paths: &RunPaths, cfg: &DemoConfig, judge: &RuleJudge, scenes: &SceneIndex, name: &str, dir: &Path) -> Result<EvalResult> {
     let out = paths.eval(name);
     let result = out.join("result.json");
@@ -861,7 +864,7 @@ fn evaluate(st: &mut Stages, paths: &RunPaths, cfg: &DemoConfig, judge: &RuleJud
             mrhal: mres.metrics.clone(),
             pope: pres.metrics.clone(),
             missing: mres.missing.total() + pres.missing.total(),
-            grounding: grounding(&ma, scenes)?,
+            grounding: grounding(&mtasks, &mset, scenes)?,
         };
         write_json(&result, &r)
     })?;

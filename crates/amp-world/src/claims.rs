@@ -980,8 +980,8 @@ pub fn claim_stats(scene: &Scene, conversation: &[crate::Turn]) -> ClaimStats {
     s
 }
 
-/// How well a model reads the objects it names at a position: over every "there is a <size>
-/// <colour> <shape> in the <cell>" claim whose cell holds an object, how often each named
+/// How well a model reads the objects it names at a position: over every `there is a <size>
+/// <colour> <shape> in the <cell>` claim whose cell holds an object, how often each named
 /// attribute is that object's. A grounding measure below the hallucination rate: it separates
 /// "sees where things are" from "sees what they are".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

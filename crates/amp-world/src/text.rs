@@ -400,18 +400,29 @@ fn absent_object(
     rng: &mut Rng,
     colours: &[crate::Colour],
     shapes: &[Shape],
+    adversarial: bool,
 ) -> Option<(crate::Colour, Shape)> {
     let present = |c, s| scene.objects.iter().any(|o| o.colour == c && o.shape == s);
     let mut cands = Vec::new();
-    for o in &scene.objects {
-        for &c in colours {
-            if !present(c, o.shape) {
-                cands.push((c, o.shape));
+    if adversarial {
+        for o in &scene.objects {
+            for &c in colours {
+                if !present(c, o.shape) {
+                    cands.push((c, o.shape));
+                }
+            }
+            for &s in shapes {
+                if !present(o.colour, s) {
+                    cands.push((o.colour, s));
+                }
             }
         }
-        for &s in shapes {
-            if !present(o.colour, s) {
-                cands.push((o.colour, s));
+    } else {
+        for &c in colours {
+            for &s in shapes {
+                if !present(c, s) {
+                    cands.push((c, s));
+                }
             }
         }
     }
@@ -464,20 +475,8 @@ fn q_existence(scene: &Scene, rng: &mut Rng, ctx: &Vocab) -> Option<Qa> {
     } else if kind < 4 {
         // Absent object: a near miss of a present one (one attribute changed, POPE's
         // "adversarial" negatives) or any absent colour/shape pair ("random").
-        let pick = if rng.chance(0.5) {
-            absent_object(scene, rng, &ctx.colours, &ctx.shapes)
-        } else {
-            let mut cands = Vec::new();
-            for &c in &ctx.colours {
-                for &s in &ctx.shapes {
-                    if !scene.objects.iter().any(|o| o.colour == c && o.shape == s) {
-                        cands.push((c, s));
-                    }
-                }
-            }
-            (!cands.is_empty()).then(|| *rng.choose(&cands))
-        };
-        let (c, s) = pick?;
+        let adversarial = rng.chance(0.5);
+        let (c, s) = absent_object(scene, rng, &ctx.colours, &ctx.shapes, adversarial)?;
         let np = format!("{} {}", c.name(), s.name());
         (
             lead(rng, &np),
