@@ -1,11 +1,18 @@
 //! Text generation with a KV cache: greedy, temperature/top-p sampling (seeded), beam search
 //! (transformers' algorithm: `2·num_beams` candidates per step, finished hypotheses scored by
 //! `sum log p / len^length_penalty`), repetition penalty, `no_repeat_ngram_size`,
-//! `max_new_tokens`, EOS ids and stop strings; batched prompts are left-padded; [`Chat`] keeps a
-//! multi-turn history.
+//! `max_new_tokens`, EOS ids and stop strings; batched prompts are left-padded (beam search too:
+//! one forward of `B·num_beams` rows per token); [`Chat`] keeps a multi-turn history.
+//!
+//! Built for an accelerator: the KV cache is allocated once per call
+//! ([`KvCache::with_capacity`]), the logits processors run on the device and only the chosen ids
+//! (or the top-p nucleus, or the beam candidates) reach the host, and stop strings are found by
+//! decoding a short window of recent tokens rather than the whole continuation every step.
 use crate::conversation::ChatTokenizer;
 use crate::error::{MllmError, Result};
+use crate::llama::KvCache;
 use crate::llava::Llava;
+use amp_io::rng::Rng;
 use tch::{Kind, Tensor};
 
 /// How the next token is chosen.
@@ -57,86 +64,112 @@ pub struct Generation {
     pub text: Option<String>,
 }
 
-fn process_row(scores: &mut [f32], hist: &[i64], cfg: &GenerationConfig) {
-    let v = scores.len() as i64;
+/// Repetition penalty and no-repeat n-gram over `scores` `[N, V]` on the model's device (row `i`
+/// has history `hist[i]`: its prompt without padding and what it generated). The penalty is
+/// transformers' (gather the history's scores, `s < 0 ? s·p : s/p`, scatter back); the n-gram
+/// bans are found on the host (they need only the ids) and set to −∞ on the device.
+fn process(scores: &Tensor, hist: &[Vec<i64>], cfg: &GenerationConfig) -> Tensor {
+    let (n, v) = scores.size2().expect("[N, V]");
+    let dev = scores.device();
+    let mut s = scores.shallow_clone();
     if cfg.repetition_penalty != 1. {
-        let p = cfg.repetition_penalty as f32;
-        let mut seen = std::collections::HashSet::new();
-        for &t in hist {
-            if t >= 0 && t < v && seen.insert(t) {
-                let s = &mut scores[t as usize];
-                *s = if *s < 0. { *s * p } else { *s / p };
+        let rows: Vec<Vec<i64>> = hist.iter().map(|h| h.iter().copied().filter(|&t| t >= 0 && t < v).collect()).collect();
+        let h = rows.iter().map(Vec::len).max().unwrap_or(0);
+        if h > 0 {
+            // pad each row with its own first id (a duplicate writes the same value); a row with
+            // no history points at id 0 and writes back the unchanged score
+            let (mut idx, mut real) = (Vec::with_capacity(n as usize * h), Vec::with_capacity(n as usize * h));
+            for r in &rows {
+                let fill = r.first().copied().unwrap_or(0);
+                idx.extend(r.iter().copied().chain(std::iter::repeat_n(fill, h - r.len())));
+                real.extend(std::iter::repeat_n(!r.is_empty(), h));
             }
+            let idx = Tensor::from_slice(&idx).view([n, h as i64]).to_device(dev);
+            let real = Tensor::from_slice(&real).view([n, h as i64]).to_device(dev);
+            let g = s.gather(1, &idx, false);
+            let p = cfg.repetition_penalty;
+            let pen = (&g * p).where_self(&g.lt(0.), &(&g / p));
+            s = s.scatter(1, &idx, &pen.where_self(&real, &g));
         }
     }
-    let n = cfg.no_repeat_ngram_size;
-    if n > 0 && hist.len() + 1 >= n {
-        let prefix = &hist[hist.len() + 1 - n..];
-        for i in 0..=(hist.len() + 1 - n) {
-            if i + n > hist.len() {
-                break;
+    let k = cfg.no_repeat_ngram_size;
+    if k > 0 {
+        let (mut rows, mut toks) = (vec![], vec![]);
+        for (r, h) in hist.iter().enumerate() {
+            if h.len() + 1 < k {
+                continue;
             }
-            if &hist[i..i + n - 1] == prefix {
-                let t = hist[i + n - 1];
-                if t >= 0 && t < v {
-                    scores[t as usize] = f32::NEG_INFINITY;
+            let prefix = &h[h.len() + 1 - k..];
+            for i in 0..=(h.len() + 1 - k) {
+                if i + k > h.len() {
+                    break;
+                }
+                let t = h[i + k - 1];
+                if &h[i..i + k - 1] == prefix && t >= 0 && t < v {
+                    rows.push(r as i64);
+                    toks.push(t);
                 }
             }
         }
+        if !rows.is_empty() {
+            let r = Tensor::from_slice(&rows).to_device(dev);
+            let t = Tensor::from_slice(&toks).to_device(dev);
+            let ninf = Tensor::from(f32::NEG_INFINITY).to_kind(s.kind()).to_device(dev);
+            s = s.index_put(&[Some(r), Some(t)], &ninf, false);
+        }
+    }
+    s
+}
+
+/// One token per row: argmax (greedy) or a draw from the top-p nucleus of
+/// `softmax(scores / temperature)`. Only the chosen ids (greedy) or the nucleus (sampling) leave
+/// the device; the draw uses the run's seeded generator.
+fn choose(scores: &Tensor, strategy: &Strategy, rng: &mut Rng) -> Vec<i64> {
+    match *strategy {
+        Strategy::Sample { temperature, top_p, .. } => {
+            let probs = (scores.to_kind(Kind::Float) / temperature.max(1e-6)).softmax(-1, Kind::Float);
+            let (sorted, idx) = probs.sort_stable(true, -1, true);
+            let before = sorted.cumsum(-1, Kind::Float) - &sorted;
+            // keep every token whose preceding mass is below top_p (at least one)
+            let keep: Vec<i64> = Vec::try_from(before.lt(top_p).sum_dim_intlist(&[-1i64][..], false, Kind::Int64).clamp_min(1).to_device(tch::Device::Cpu)).expect("i64");
+            let k = keep.iter().copied().max().unwrap_or(1);
+            let p = host_rows::<f32>(&sorted.narrow(1, 0, k));
+            let ids = host_rows::<i64>(&idx.narrow(1, 0, k));
+            p.iter()
+                .zip(&ids)
+                .zip(&keep)
+                .map(|((p, ids), &keep)| {
+                    let p = &p[..keep as usize];
+                    let total: f64 = p.iter().map(|&x| x as f64).sum();
+                    let mut u = rng.unit() * total;
+                    for (j, &x) in p.iter().enumerate() {
+                        u -= x as f64;
+                        if u <= 0. {
+                            return ids[j];
+                        }
+                    }
+                    ids[p.len() - 1]
+                })
+                .collect()
+        }
+        _ => Vec::try_from(scores.argmax(-1, false).to_device(tch::Device::Cpu)).expect("i64"),
     }
 }
 
-struct SplitMix(u64);
-impl SplitMix {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-fn sample_row(scores: &[f32], temperature: f64, top_p: f64, rng: &mut SplitMix) -> i64 {
-    let t = temperature.max(1e-6);
-    let mx = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut p: Vec<(usize, f64)> = scores.iter().enumerate().map(|(i, &s)| (i, ((s as f64 - mx) / t).exp())).collect();
-    let z: f64 = p.iter().map(|x| x.1).sum();
-    p.iter_mut().for_each(|x| x.1 /= z);
-    p.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
-    let mut keep = 0;
-    let mut acc = 0.;
-    for x in &p {
-        keep += 1;
-        acc += x.1;
-        if acc >= top_p {
-            break;
-        }
-    }
-    let p = &p[..keep.max(1)];
-    let total: f64 = p.iter().map(|x| x.1).sum();
-    let mut u = rng.next_f64() * total;
-    for x in p {
-        u -= x.1;
-        if u <= 0. {
-            return x.0 as i64;
-        }
-    }
-    p[p.len() - 1].0 as i64
+fn host_rows<T: tch::kind::Element + Copy>(t: &Tensor) -> Vec<Vec<T>> {
+    let (n, k) = t.size2().expect("[N, K]");
+    let flat: Vec<T> = Vec::try_from(t.to_device(tch::Device::Cpu).contiguous().view([-1])).expect("element type");
+    (0..n as usize).map(|i| flat[i * k as usize..(i + 1) * k as usize].to_vec()).collect()
 }
 
 /// Logits of the last position only (the lm_head is not run on the whole prompt).
-fn last_logits(model: &Llava, embeds: &Tensor, key_valid: Option<&Tensor>, cache: &mut crate::llama::KvCache) -> Tensor {
+fn last_logits(model: &Llava, embeds: &Tensor, key_valid: Option<&Tensor>, cache: &mut KvCache) -> Tensor {
     let h = model.hidden_from_embeds(embeds, key_valid, Some(cache), false);
     model.language_model.lm_head(&h.select(1, -1), false).to_kind(Kind::Float)
 }
 
-fn to_rows(t: &Tensor) -> Vec<Vec<f32>> {
-    let (n, v) = t.size2().expect("[N, V]");
-    let flat: Vec<f32> = Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous().view([-1])).expect("f32");
-    (0..n as usize).map(|i| flat[i * v as usize..(i + 1) * v as usize].to_vec()).collect()
-}
-
+/// The decoded continuation (EOS removed), cut before the first stop string; and whether one was
+/// found.
 fn stop_text(tok: Option<&ChatTokenizer>, ids: &[i64], eos: &[i64], stops: &[String]) -> Result<(Option<String>, bool)> {
     let Some(tok) = tok else { return Ok((None, false)) };
     let body: Vec<i64> = ids.iter().copied().filter(|i| !eos.contains(i)).collect();
@@ -149,8 +182,52 @@ fn stop_text(tok: Option<&ChatTokenizer>, ids: &[i64], eos: &[i64], stops: &[Str
     Ok((Some(text), false))
 }
 
+/// Incremental stop-string detection: a stop string that was not in the text before the last
+/// token ends inside it, so decoding a window of recent tokens that spans the longest stop string
+/// (at most 4 byte tokens a character, plus slack) finds it. Cost per token: one short decode,
+/// not a decode of the whole continuation.
+struct StopCheck<'a> {
+    tok: Option<&'a ChatTokenizer>,
+    stops: &'a [String],
+    window: usize,
+}
+
+impl<'a> StopCheck<'a> {
+    fn new(tok: Option<&'a ChatTokenizer>, stops: &'a [String]) -> Self {
+        let longest = stops.iter().map(|s| s.chars().count()).max().unwrap_or(0);
+        Self { tok, stops, window: 4 * longest + 8 }
+    }
+
+    fn hit(&self, gen: &[i64], eos: &[i64]) -> Result<bool> {
+        let Some(tok) = self.tok.filter(|_| !self.stops.is_empty()) else { return Ok(false) };
+        let body: Vec<i64> = gen.iter().copied().filter(|i| !eos.contains(i)).collect();
+        let text = tok.decode(&body[body.len().saturating_sub(self.window)..])?;
+        Ok(self.stops.iter().any(|s| text.contains(s.as_str())))
+    }
+}
+
+/// Left-pad `prompts` into `[B, L]` ids and the `[B, L]` key-validity mask (1 = real token).
+fn left_pad(model: &Llava, prompts: &[Vec<i64>]) -> (Tensor, Tensor, bool) {
+    let dev = model.device();
+    let (b, l) = (prompts.len(), prompts.iter().map(Vec::len).max().expect("non-empty"));
+    let pad = model.cfg.text.pad_token_id.unwrap_or(0).max(0);
+    let mut ids = Vec::with_capacity(b * l);
+    let mut valid = Vec::with_capacity(b * l);
+    for p in prompts {
+        ids.extend(std::iter::repeat_n(pad, l - p.len()));
+        ids.extend(p);
+        valid.extend(std::iter::repeat_n(0i64, l - p.len()));
+        valid.extend(std::iter::repeat_n(1i64, p.len()));
+    }
+    let padded = valid.contains(&0);
+    let ids = Tensor::from_slice(&ids).view([b as i64, l as i64]).to_device(dev);
+    let valid = Tensor::from_slice(&valid).view([b as i64, l as i64]).to_device(dev);
+    (ids, valid, padded)
+}
+
 /// Generate continuations for `prompts` (token ids with image positions marked by the image
-/// token id), `pixel_values` `[N, 3, H, W]` holding the images of all prompts in order.
+/// token id), `pixel_values` `[N, 3, H, W]` holding the images of all prompts in order. Prompts
+/// are decoded together (left-padded), beam search included.
 pub fn generate(
     model: &Llava,
     prompts: &[Vec<i64>],
@@ -166,19 +243,7 @@ pub fn generate(
     }
     let eos = if cfg.eos_ids.is_empty() { model.cfg.text.eos_ids() } else { cfg.eos_ids.clone() };
     tch::no_grad(|| match cfg.strategy {
-        Strategy::Beam { num_beams, length_penalty } => {
-            let feats = pixel_values.map(|p| model.encode_images(p, false));
-            let n_img = model.cfg.image_tokens();
-            let mut offset = 0;
-            let mut out = Vec::new();
-            for p in prompts {
-                let k = p.iter().filter(|&&i| i == model.cfg.image_token_id).count() as i64 / n_img.max(1);
-                let f = feats.as_ref().filter(|_| k > 0).map(|f| f.narrow(0, offset, k));
-                offset += k;
-                out.push(beam_search(model, p, f.as_ref(), cfg, num_beams, length_penalty, &eos, tokenizer)?);
-            }
-            Ok(out)
-        }
+        Strategy::Beam { num_beams, length_penalty } => beam_search(model, prompts, pixel_values, cfg, num_beams, length_penalty, &eos, tokenizer),
         _ => sample_batch(model, prompts, pixel_values, cfg, &eos, tokenizer),
     })
 }
@@ -193,183 +258,164 @@ fn sample_batch(
 ) -> Result<Vec<Generation>> {
     let dev = model.device();
     let b = prompts.len();
-    let l = prompts.iter().map(|p| p.len()).max().expect("non-empty");
     let pad = model.cfg.text.pad_token_id.unwrap_or(0).max(0);
-    let mut ids = Vec::with_capacity(b * l);
-    let mut valid = Vec::with_capacity(b * l);
-    for p in prompts {
-        ids.extend(std::iter::repeat_n(pad, l - p.len()));
-        ids.extend(p);
-        valid.extend(std::iter::repeat_n(0i64, l - p.len()));
-        valid.extend(std::iter::repeat_n(1i64, p.len()));
-    }
-    let ids = Tensor::from_slice(&ids).view([b as i64, l as i64]).to_device(dev);
-    let mut key_valid = Tensor::from_slice(&valid).view([b as i64, l as i64]).to_device(dev);
-    let padded = valid.contains(&0);
+    let (ids, mut key_valid, padded) = left_pad(model, prompts);
     let feats = pixel_values.map(|p| model.encode_images(p, false));
     let embeds = model.embed(&ids, feats.as_ref())?;
-    let mut cache = model.new_cache();
+    let mut cache = KvCache::with_capacity(model.cfg.text.num_hidden_layers, ids.size()[1] + cfg.max_new_tokens as i64);
     let mut logits = last_logits(model, &embeds, padded.then_some(&key_valid), &mut cache);
     let mut hist: Vec<Vec<i64>> = prompts.to_vec();
     let mut gen: Vec<Vec<i64>> = vec![vec![]; b];
     let mut done = vec![false; b];
-    let mut texts: Vec<Option<String>> = vec![None; b];
+    let stop = StopCheck::new(tokenizer, &cfg.stop_strings);
     let mut rng = match cfg.strategy {
-        Strategy::Sample { seed, .. } => SplitMix(seed),
-        _ => SplitMix(0),
+        Strategy::Sample { seed, .. } => Rng::new(seed),
+        _ => Rng::new(0),
     };
-    for _step in 0..cfg.max_new_tokens {
-        let rows = to_rows(&logits);
-        let mut next = vec![pad; b];
+    for step in 0..cfg.max_new_tokens {
+        let mut next = choose(&process(&logits, &hist, cfg), &cfg.strategy, &mut rng);
         for i in 0..b {
             if done[i] {
+                next[i] = pad;
                 continue;
             }
-            let mut s = rows[i].clone();
-            process_row(&mut s, &hist[i], cfg);
-            let t = match cfg.strategy {
-                Strategy::Sample { temperature, top_p, .. } => sample_row(&s, temperature, top_p, &mut rng),
-                _ => {
-                    let mut best = 0;
-                    for (j, &v) in s.iter().enumerate() {
-                        if v > s[best] {
-                            best = j;
-                        }
-                    }
-                    best as i64
-                }
-            };
-            next[i] = t;
+            let t = next[i];
             hist[i].push(t);
             gen[i].push(t);
-            if eos.contains(&t) {
+            if eos.contains(&t) || stop.hit(&gen[i], eos)? {
                 done[i] = true;
             }
-            if !cfg.stop_strings.is_empty() || tokenizer.is_some() {
-                let (text, stop) = stop_text(tokenizer, &gen[i], eos, &cfg.stop_strings)?;
-                texts[i] = text;
-                if stop {
-                    done[i] = true;
-                }
-            }
         }
-        if done.iter().all(|&d| d) || _step + 1 == cfg.max_new_tokens {
+        if done.iter().all(|&d| d) || step + 1 == cfg.max_new_tokens {
             break;
         }
         let nt = Tensor::from_slice(&next).view([b as i64, 1]).to_device(dev);
-        key_valid = Tensor::cat(&[key_valid, Tensor::ones([b as i64, 1], (Kind::Int64, dev))], 1);
+        if padded {
+            key_valid = Tensor::cat(&[key_valid, Tensor::ones([b as i64, 1], (Kind::Int64, dev))], 1);
+        }
         let e = model.embed_generated(&nt);
         logits = last_logits(model, &e, padded.then_some(&key_valid), &mut cache);
     }
-    Ok(gen.into_iter().zip(texts).map(|(ids, text)| Generation { ids, text }).collect())
+    gen.into_iter()
+        .map(|ids| Ok(Generation { text: stop_text(tokenizer, &ids, eos, &cfg.stop_strings)?.0, ids }))
+        .collect()
 }
 
+/// One prompt's beam state: the running beams (rows `bi·nb .. bi·nb + nb` of the batch) and the
+/// finished hypotheses.
+struct Beams {
+    seq: Vec<Vec<i64>>,
+    score: Vec<f64>,
+    finished: Vec<(f64, Vec<i64>)>,
+    done: bool,
+}
+
+/// Beam search over all prompts at once (transformers' algorithm: `2·num_beams` candidates per
+/// step, finished hypotheses scored by `sum log p / len^length_penalty`, `early_stopping =
+/// false`): one forward of `B·num_beams` rows per token; the candidates are chosen with `topk` on
+/// the device, so only `B · 2·num_beams` scores reach the host.
 #[allow(clippy::too_many_arguments)]
 fn beam_search(
     model: &Llava,
-    prompt: &[i64],
-    feats: Option<&Tensor>,
+    prompts: &[Vec<i64>],
+    pixel_values: Option<&Tensor>,
     cfg: &GenerationConfig,
     num_beams: usize,
     length_penalty: f64,
     eos: &[i64],
     tokenizer: Option<&ChatTokenizer>,
-) -> Result<Generation> {
+) -> Result<Vec<Generation>> {
     let dev = model.device();
-    let nb = num_beams.max(1);
+    let (b, nb) = (prompts.len(), num_beams.max(1));
     let keep = 2.max(1 + eos.len()) * nb;
-    let ids = Tensor::from_slice(prompt).unsqueeze(0).to_device(dev);
-    let embeds = model.embed(&ids, feats)?;
-    let mut cache = model.new_cache();
-    let logits = last_logits(model, &embeds, None, &mut cache);
-    cache.index_select(&Tensor::zeros([nb as i64], (Kind::Int64, dev)));
-    let mut logits = logits.expand([nb as i64, -1], false);
-    // running beams
-    let mut run_seq: Vec<Vec<i64>> = vec![vec![]; nb];
-    let mut run_score: Vec<f64> = (0..nb).map(|i| if i == 0 { 0. } else { -1e9 }).collect();
-    // finished hypotheses (score, ids), at most nb
-    let mut finished: Vec<(f64, Vec<i64>)> = vec![];
-    let mut improving = true;
+    let (ids, key_valid, padded) = left_pad(model, prompts);
+    let feats = pixel_values.map(|p| model.encode_images(p, false));
+    let embeds = model.embed(&ids, feats.as_ref())?;
+    let mut cache = KvCache::with_capacity(model.cfg.text.num_hidden_layers, ids.size()[1] + cfg.max_new_tokens as i64);
+    let logits = last_logits(model, &embeds, padded.then_some(&key_valid), &mut cache);
+    // every prompt's row repeated for its beams: rows bi·nb + j
+    let expand = Tensor::arange(b as i64, (Kind::Int64, dev)).repeat_interleave_self_int(nb as i64, Some(0), None);
+    cache.index_select(&expand);
+    let mut key_valid = key_valid.index_select(0, &expand);
+    let mut logits = logits.index_select(0, &expand);
+    let mut beams: Vec<Beams> = (0..b)
+        .map(|_| Beams { seq: vec![vec![]; nb], score: (0..nb).map(|i| if i == 0 { 0. } else { -1e9 }).collect(), finished: vec![], done: false })
+        .collect();
+    let stop = StopCheck::new(tokenizer, &cfg.stop_strings);
     for step in 0..cfg.max_new_tokens {
-        let lp = logits.log_softmax(-1, Kind::Float);
-        let rows = to_rows(&lp);
-        let v = rows[0].len();
-        let mut cands: Vec<(f64, usize, i64)> = Vec::with_capacity(nb * v);
-        for (bi, row) in rows.iter().enumerate() {
-            let mut s = row.clone();
-            let mut hist = prompt.to_vec();
-            hist.extend(&run_seq[bi]);
-            process_row(&mut s, &hist, cfg);
-            for (t, &x) in s.iter().enumerate() {
-                cands.push(((x as f64 + run_score[bi]) as f32 as f64, bi, t as i64));
-            }
-        }
-        // top `keep` by accumulated log-prob (stable: earlier index wins ties, like torch.topk on CPU)
-        let mut idx: Vec<usize> = (0..cands.len()).collect();
-        idx.sort_by(|&a, &b| cands[b].0.partial_cmp(&cands[a].0).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
-        idx.truncate(keep);
+        let hist: Vec<Vec<i64>> = (0..b * nb).map(|r| [&prompts[r / nb][..], &beams[r / nb].seq[r % nb][..]].concat()).collect();
+        let lp = process(&logits.log_softmax(-1, Kind::Float), &hist, cfg);
+        let v = lp.size()[1];
+        let run: Vec<f32> = beams.iter().flat_map(|bm| bm.score.iter().map(|&s| s as f32)).collect();
+        let total = lp + Tensor::from_slice(&run).to_device(dev).unsqueeze(1);
+        let (top_s, top_i) = total.view([b as i64, nb as i64 * v]).topk(keep as i64, 1, true, true);
+        let (top_s, top_i) = (host_rows::<f32>(&top_s), host_rows::<i64>(&top_i));
         let gen_len = step + 1;
         let last = gen_len == cfg.max_new_tokens;
-        let mut top: Vec<(f64, Vec<i64>, bool)> = Vec::with_capacity(keep);
-        for &i in &idx {
-            let (s, bi, t) = cands[i];
-            let mut seq = run_seq[bi].clone();
-            seq.push(t);
-            let mut hit = last || eos.contains(&t);
-            if !cfg.stop_strings.is_empty() {
-                hit |= stop_text(tokenizer, &seq, eos, &cfg.stop_strings)?.1;
+        let mut parents: Vec<i64> = (0..(b * nb) as i64).collect();
+        for (bi, bm) in beams.iter_mut().enumerate() {
+            if bm.done {
+                continue;
             }
-            top.push((s, seq, hit));
-        }
-        // finished: among the first nb candidates
-        if improving {
-            for (j, (s, seq, hit)) in top.iter().enumerate() {
-                if j < nb && *hit {
-                    finished.push((*s / (gen_len as f64).powf(length_penalty), seq.clone()));
+            // (score, sequence, hit a stop, parent beam)
+            let mut top: Vec<(f64, Vec<i64>, bool, usize)> = Vec::with_capacity(keep);
+            for (&s, &i) in top_s[bi].iter().zip(&top_i[bi]) {
+                let (parent, t) = ((i / v) as usize, i % v);
+                let mut seq = bm.seq[parent].clone();
+                seq.push(t);
+                let hit = last || eos.contains(&t) || stop.hit(&seq, eos)?;
+                top.push((s as f64, seq, hit, parent));
+            }
+            if top.iter().take(nb).any(|x| x.2) {
+                for (s, seq, hit, _) in top.iter().take(nb) {
+                    if *hit {
+                        bm.finished.push((*s / (gen_len as f64).powf(length_penalty), seq.clone()));
+                    }
                 }
+                bm.finished.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
+                bm.finished.truncate(nb);
             }
-            finished.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
-            finished.truncate(nb);
-        }
-        if top.iter().all(|x| x.2) {
-            break;
-        }
-        // running: best nb that did not hit a stop
-        let mut order: Vec<usize> = (0..top.len()).collect();
-        order.sort_by(|&a, &b| {
-            let sa = top[a].0 - if top[a].2 { 1e9 } else { 0. };
-            let sb = top[b].0 - if top[b].2 { 1e9 } else { 0. };
-            sb.partial_cmp(&sa).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
-        });
-        order.truncate(nb);
-        let parents: Vec<i64> = order
-            .iter()
-            .map(|&j| {
-                let seq = &top[j].1;
-                run_seq.iter().position(|r| r.len() + 1 == seq.len() && r[..] == seq[..seq.len() - 1]).unwrap_or(0) as i64
-            })
-            .collect();
-        run_seq = order.iter().map(|&j| top[j].1.clone()).collect();
-        run_score = order.iter().map(|&j| top[j].0 - if top[j].2 { 1e9 } else { 0. }).collect();
-        // early-stop heuristic (early_stopping = false)
-        if finished.len() == nb {
-            let best_possible = run_score[0] / (gen_len as f64).powf(length_penalty);
-            let worst = finished.iter().map(|f| f.0).fold(f64::INFINITY, f64::min);
-            if best_possible <= worst {
-                improving = false;
+            if top.iter().all(|x| x.2) {
+                bm.done = true;
+                continue;
+            }
+            // running: the best nb that did not hit a stop
+            let mut order: Vec<usize> = (0..top.len()).collect();
+            let live = |x: &(f64, Vec<i64>, bool, usize)| x.0 - if x.2 { 1e9 } else { 0. };
+            order.sort_by(|&a, &c| live(&top[c]).partial_cmp(&live(&top[a])).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&c)));
+            order.truncate(nb);
+            for (j, &o) in order.iter().enumerate() {
+                parents[bi * nb + j] = (bi * nb + top[o].3) as i64;
+            }
+            bm.seq = order.iter().map(|&o| top[o].1.clone()).collect();
+            bm.score = order.iter().map(|&o| live(&top[o])).collect();
+            // early-stop heuristic (early_stopping = false)
+            if bm.finished.len() == nb {
+                let best_possible = bm.score[0] / (gen_len as f64).powf(length_penalty);
+                let worst = bm.finished.iter().map(|f| f.0).fold(f64::INFINITY, f64::min);
+                bm.done = best_possible <= worst;
             }
         }
-        if !improving {
+        if beams.iter().all(|bm| bm.done) {
             break;
         }
-        cache.index_select(&Tensor::from_slice(&parents).to_device(dev));
-        let nt = Tensor::from_slice(&run_seq.iter().map(|s| *s.last().expect("non-empty")).collect::<Vec<_>>()).view([nb as i64, 1]).to_device(dev);
-        let e = model.embed_generated(&nt);
-        logits = last_logits(model, &e, None, &mut cache);
+        if parents.iter().enumerate().any(|(r, &p)| p != r as i64) {
+            cache.index_select(&Tensor::from_slice(&parents).to_device(dev));
+        }
+        let next: Vec<i64> = beams.iter().flat_map(|bm| bm.seq.iter().map(|s| s.last().copied().unwrap_or(0))).collect();
+        if padded {
+            key_valid = Tensor::cat(&[key_valid, Tensor::ones([(b * nb) as i64, 1], (Kind::Int64, dev))], 1);
+        }
+        let e = model.embed_generated(&Tensor::from_slice(&next).view([(b * nb) as i64, 1]).to_device(dev));
+        logits = last_logits(model, &e, padded.then_some(&key_valid), &mut cache);
     }
-    let ids = finished.into_iter().next().map(|f| f.1).unwrap_or_else(|| run_seq[0].clone());
-    let (text, _) = stop_text(tokenizer, &ids, eos, &cfg.stop_strings)?;
-    Ok(Generation { ids, text })
+    beams
+        .into_iter()
+        .map(|bm| {
+            let ids = bm.finished.into_iter().next().map(|f| f.1).unwrap_or_else(|| bm.seq[0].clone());
+            Ok(Generation { text: stop_text(tokenizer, &ids, eos, &cfg.stop_strings)?.0, ids })
+        })
+        .collect()
 }
 
 /// A multi-turn chat: the history (and image) is fed back on every turn.

@@ -26,20 +26,79 @@ impl RmsNorm {
     }
 }
 
+/// One layer's cached keys and values, `[B, kv_heads, T, head_dim]` each.
+///
+/// Without a capacity the new positions are concatenated (no in-place writes, so gradients flow
+/// through the cache: the shared-prefix training path relies on it). With a capacity
+/// ([`KvCache::with_capacity`], generation under `no_grad`) the keys and values are written in
+/// place into buffers allocated once, and attention reads a view of the filled part.
+#[derive(Debug, Default)]
+pub struct LayerCache {
+    kv: Option<(Tensor, Tensor)>,
+    len: i64,
+    capacity: Option<i64>,
+}
+
+impl LayerCache {
+    /// Append `k`, `v` (`[B, kv_heads, t, head_dim]`) and return all cached keys and values.
+    pub fn append(&mut self, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
+        let t = k.size()[2];
+        let need = self.len + t;
+        let Some(cap) = self.capacity else {
+            let (k, v) = match self.kv.take() {
+                Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
+                None => (k, v),
+            };
+            self.kv = Some((k.shallow_clone(), v.shallow_clone()));
+            self.len = need;
+            return (k, v);
+        };
+        let (bk, bv) = match self.kv.take() {
+            Some((bk, bv)) if bk.size()[2] >= need && bk.size()[0] == k.size()[0] => (bk, bv),
+            prev => {
+                // first use, or grown past the capacity: a new buffer (doubling), old rows copied
+                let old = prev.as_ref().map(|(b, _)| b.size()[2]).unwrap_or(0);
+                let size = cap.max(need).max(2 * old);
+                let mut shape = k.size();
+                shape[2] = size;
+                let bk = Tensor::zeros(&shape[..], (k.kind(), k.device()));
+                let bv = Tensor::zeros(&shape[..], (v.kind(), v.device()));
+                if let Some((pk, pv)) = prev {
+                    bk.narrow(2, 0, self.len).copy_(&pk.narrow(2, 0, self.len));
+                    bv.narrow(2, 0, self.len).copy_(&pv.narrow(2, 0, self.len));
+                }
+                (bk, bv)
+            }
+        };
+        bk.narrow(2, self.len, t).copy_(&k);
+        bv.narrow(2, self.len, t).copy_(&v);
+        self.len = need;
+        let out = (bk.narrow(2, 0, need), bv.narrow(2, 0, need));
+        self.kv = Some((bk, bv));
+        out
+    }
+}
+
 /// Per-layer key/value cache for incremental decoding: tensors `[B, kv_heads, T, head_dim]`.
 #[derive(Debug, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<LayerCache>,
 }
 
 impl KvCache {
-    /// An empty cache for `n_layers` layers.
+    /// An empty cache for `n_layers` layers that grows by concatenation (autograd-friendly).
     pub fn new(n_layers: usize) -> Self {
-        Self { layers: (0..n_layers).map(|_| None).collect() }
+        Self { layers: (0..n_layers).map(|_| LayerCache::default()).collect() }
+    }
+    /// An empty cache whose per-layer buffers hold `capacity` positions, written in place (for
+    /// decoding under `no_grad`: no copy of the whole cache per token). It still grows, by
+    /// doubling, if more positions arrive.
+    pub fn with_capacity(n_layers: usize, capacity: i64) -> Self {
+        Self { layers: (0..n_layers).map(|_| LayerCache { capacity: Some(capacity.max(1)), ..Default::default() }).collect() }
     }
     /// Number of cached positions.
     pub fn len(&self) -> i64 {
-        self.layers.first().and_then(|l| l.as_ref()).map(|(k, _)| k.size()[2]).unwrap_or(0)
+        self.layers.first().map(|l| l.len).unwrap_or(0)
     }
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
@@ -47,10 +106,20 @@ impl KvCache {
     }
     /// Keep the batch rows `idx` (beam search reordering, dropping finished rows).
     pub fn index_select(&mut self, idx: &Tensor) {
-        for (k, v) in self.layers.iter_mut().flatten() {
+        for l in &mut self.layers {
+            let (len, prealloc) = (l.len, l.capacity.is_some());
+            let Some((k, v)) = l.kv.as_mut() else { continue };
             let i = idx.to_device(k.device());
-            *k = k.index_select(0, &i);
-            *v = v.index_select(0, &i);
+            if prealloc && i.size()[0] == k.size()[0] {
+                // same batch size (a beam reorder): permute only the filled part, in place
+                for t in [k, v] {
+                    let mut filled = t.narrow(2, 0, len);
+                    filled.copy_(&filled.index_select(0, &i));
+                }
+            } else {
+                *k = k.index_select(0, &i);
+                *v = v.index_select(0, &i);
+            }
         }
     }
 }
@@ -106,7 +175,7 @@ impl LlamaAttention {
         cos: &Tensor,
         sin: &Tensor,
         mask: &AttnMask,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<&mut LayerCache>,
         train: bool,
     ) -> Tensor {
         let (b, t, _) = xs.size3().expect("[B, T, D]");
@@ -114,14 +183,7 @@ impl LlamaAttention {
         let q = &q * cos + rotate_half(&q) * sin;
         let (k, v) = self.keys_values(xs, cos, sin, train);
         let (k, v) = match cache {
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
-                    None => (k, v),
-                };
-                *slot = Some((k.shallow_clone(), v.shallow_clone()));
-                (k, v)
-            }
+            Some(slot) => slot.append(k, v),
             None => (k, v),
         };
         let (m, causal) = match mask {
@@ -300,7 +362,8 @@ impl Llama {
         for (i, l) in self.layers.iter().enumerate() {
             let x = l.input_layernorm.forward(&h);
             if i + 1 == n {
-                cache.layers[i] = Some(l.self_attn.keys_values(&x, &cos, &sin, train));
+                let (k, v) = l.self_attn.keys_values(&x, &cos, &sin, train);
+                let _ = cache.layers[i].append(k, v);
                 break;
             }
             let a = l.self_attn.forward(&x, &cos, &sin, &mask, Some(&mut cache.layers[i]), train);

@@ -138,3 +138,60 @@ fn bfloat16_runs_through_the_same_code() {
     let agree = logits.argmax(-1, false).eq_tensor(&want.argmax(-1, false)).to_kind(tch::Kind::Float).mean(tch::Kind::Float).double_value(&[]);
     assert!(agree > 0.8, "argmax agreement {agree}");
 }
+
+#[test]
+fn batched_beam_equals_one_prompt_at_a_time() {
+    // Beam search runs all prompts in one batch (left-padded, B·num_beams rows); each prompt's
+    // result must be what it gets alone, and the first is transformers' beam-4 output.
+    let m = model();
+    let o = oracle_json();
+    let t = oracle_tensors();
+    let (p1, p2) = (ids(&o["gen_ids"]), ids(&o["gen2_ids"]));
+    assert_ne!(p1.len(), p2.len(), "the test needs padding");
+    let px = Tensor::cat(&[&t["pixel_values_pad"], &t["pixel_values2_pad"]], 0);
+    for (rep, ngram) in [(1.0, 0), (1.3, 3)] {
+        let mut c = cfg(Strategy::Beam { num_beams: 4, length_penalty: 1.0 });
+        c.repetition_penalty = rep;
+        c.no_repeat_ngram_size = ngram;
+        let both = generate(&m, &[p1.clone(), p2.clone()], Some(&px), &c, None).unwrap();
+        let one = generate(&m, std::slice::from_ref(&p1), Some(&t["pixel_values_pad"]), &c, None).unwrap();
+        let two = generate(&m, std::slice::from_ref(&p2), Some(&t["pixel_values2_pad"]), &c, None).unwrap();
+        assert_eq!(both[0].ids, one[0].ids, "prompt 1, penalty {rep}, ngram {ngram}");
+        assert_eq!(both[1].ids, two[0].ids, "prompt 2, penalty {rep}, ngram {ngram}");
+        if rep == 1.0 {
+            assert_eq!(both[0].ids, ids(&o["beam4"]), "beam 4 vs transformers");
+        }
+    }
+}
+
+#[test]
+fn preallocated_cache_equals_growing_cache() {
+    // KvCache::with_capacity writes keys/values in place (and grows past its capacity by
+    // doubling); KvCache::new concatenates. Same logits, also after a beam-style row reorder.
+    let m = model();
+    let o = oracle_json();
+    let t = oracle_tensors();
+    let all = ids(&o["train_ids"]);
+    let ids_t = Tensor::from_slice(&all).unsqueeze(0).repeat([2, 1]);
+    let n_layers = m.cfg.text.num_hidden_layers;
+    tch::no_grad(|| {
+        let feats = m.encode_images(&Tensor::cat(&[&t["pixel_values_pad"], &t["pixel_values_pad"]], 0), false);
+        let split = 40;
+        let run = |mut cache: mllm::llama::KvCache| {
+            let e = m.embed(&ids_t.narrow(1, 0, split), Some(&feats)).unwrap();
+            let mut parts = vec![m.logits_from_embeds(&e, None, Some(&mut cache), false)];
+            for i in split..all.len() as i64 {
+                if i == split + 3 {
+                    cache.index_select(&Tensor::from_slice(&[1i64, 0]));
+                }
+                let e = m.embed(&ids_t.narrow(1, i, 1), None).unwrap();
+                parts.push(m.logits_from_embeds(&e, None, Some(&mut cache), false));
+            }
+            assert_eq!(cache.len(), all.len() as i64);
+            Tensor::cat(&parts, 1)
+        };
+        let grow = run(mllm::llama::KvCache::new(n_layers));
+        let pre = run(mllm::llama::KvCache::with_capacity(n_layers, split + 4));
+        assert!(max_abs_diff(&grow, &pre) < 1e-5, "{}", max_abs_diff(&grow, &pre));
+    });
+}
