@@ -12,7 +12,7 @@
 //! text encoders to [`run_check_with`].
 use crate::autocheck::{AutoCheckConfig, AutoChecker, SentenceEmbedder};
 use crate::chunker::Chunker;
-use crate::data::load_llava;
+use crate::data::{load_llava_with, LoadOptions};
 use crate::error::{AmpDataError, Result};
 use crate::generate::{multi_size_experts, Expert, GenParams, OpenAiGenerator};
 use crate::pipeline::{self, CheckedRow, FinalOutputs, GeneratedRow, RunSummary, Shard};
@@ -53,9 +53,13 @@ pub struct GenerateArgs {
     /// Instruction data: a JSON list of LLaVA records `{id, image, conversations}`.
     #[arg(long)]
     pub input: PathBuf,
-    /// Directory relative image paths are resolved against (default: the input file's directory).
-    #[arg(long)]
+    /// The data root: relative image paths resolve against it, and paths leaving it are refused
+    /// (default: the input file's directory).
+    #[arg(long, visible_alias = "image-root")]
     pub image_folder: Option<PathBuf>,
+    /// Accept image paths outside the data root (`..` escapes, absolute paths elsewhere).
+    #[arg(long)]
+    pub allow_outside_root: bool,
     /// Output JSONL of generated rows; rerunning skips the ids already in it.
     #[arg(long)]
     pub out: PathBuf,
@@ -121,8 +125,15 @@ pub fn run_generate(args: &GenerateArgs) -> Result<RunSummary> {
 
 /// `generate` with an explicit expert pool (largest first), e.g. local mllm models.
 pub fn run_generate_with(args: &GenerateArgs, pool: Vec<Expert>) -> Result<RunSummary> {
+    let _lock = amp_io::lock::OutputLock::file(&args.out)?;
     let experts = multi_size_experts(pool, args.levels)?;
-    let records = load_llava(&args.input, args.image_folder.as_deref())?;
+    let records = load_llava_with(
+        &args.input,
+        &LoadOptions {
+            image_folder: args.image_folder.clone(),
+            allow_outside_root: args.allow_outside_root,
+        },
+    )?;
     let s = pipeline::generate(&records, &experts, &args.out, args.shard, args.jobs)?;
     eprintln!(
         "generate: shard {} has {} records: {} done before, {} generated now -> {}",
@@ -196,6 +207,13 @@ pub fn run_check_with(
     local: &dyn SentenceEmbedder,
     global: &dyn SentenceEmbedder,
 ) -> Result<CheckOutcome> {
+    // One writer: an unsharded check owns the directory (it writes amp.json ...); shards of one
+    // sharded run may share it, each owning its rows file.
+    let _lock = if args.shard.count == 1 {
+        amp_io::lock::OutputLock::dir(&args.out_dir)?
+    } else {
+        amp_io::lock::OutputLock::file(&args.rows_path())?
+    };
     let rows: Vec<GeneratedRow> = pipeline::merge_rows(&args.generated)?;
     let out = args.rows_path();
     let summary = if args.skip_check {
@@ -273,15 +291,25 @@ pub struct MergeArgs {
     /// Optional instruction data: fail unless every record is present.
     #[arg(long)]
     pub expect_input: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, visible_alias = "image-root")]
     pub image_folder: Option<PathBuf>,
+    /// Accept image paths outside the data root in `--expect-input`.
+    #[arg(long)]
+    pub allow_outside_root: bool,
 }
 
 /// Runs `merge`.
 pub fn run_merge(args: &MergeArgs) -> Result<FinalOutputs> {
+    let _lock = amp_io::lock::OutputLock::dir(&args.out_dir)?;
     let rows: Vec<CheckedRow> = pipeline::merge_rows(&args.inputs)?;
     if let Some(input) = &args.expect_input {
-        let records = load_llava(input, args.image_folder.as_deref())?;
+        let records = load_llava_with(
+            input,
+            &LoadOptions {
+                image_folder: args.image_folder.clone(),
+                allow_outside_root: args.allow_outside_root,
+            },
+        )?;
         let have: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         let missing: Vec<&str> = records
             .iter()
