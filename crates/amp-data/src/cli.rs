@@ -67,9 +67,14 @@ pub struct GenerateArgs {
     /// model first (that order is the initial ranking).
     #[arg(long = "server-expert")]
     pub server_experts: Vec<String>,
-    /// Bearer key for the servers.
-    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    /// Bearer key for every `--server-expert` (default: $OPENAI_API_KEY, sent only to https or
+    /// loopback servers).
+    #[arg(long)]
     pub api_key: Option<String>,
+    /// `NAME=VAR`: send the key in environment variable VAR to the server of expert NAME (any
+    /// scheme); a bare `VAR` applies to every server. Repeatable.
+    #[arg(long = "api-key-env")]
+    pub api_key_env: Vec<String>,
     /// Requests in flight per server.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -104,8 +109,23 @@ pub fn server_experts(args: &GenerateArgs) -> Result<Vec<Expert>> {
             if name.is_empty() || model.is_empty() || url.is_empty() {
                 return Err(bad());
             }
-            let mut cfg = amp_chat::ChatConfig::new(url, model);
-            cfg.api_key = args.api_key.clone();
+            // `NAME=VAR` for this expert wins over a bare `VAR` for every server.
+            let specific = args.api_key_env.iter().find_map(|e| {
+                e.split_once('=').filter(|(n, _)| *n == name).map(|(_, v)| v)
+            });
+            let key_env = specific.or_else(|| {
+                args.api_key_env
+                    .iter()
+                    .find(|e| !e.contains('='))
+                    .map(String::as_str)
+            });
+            let mut cfg = amp_chat::ChatConfig::from_flags_or_env_keyed(
+                Some(url.to_string()),
+                model,
+                args.api_key.clone(),
+                key_env,
+            )
+            .map_err(|e| AmpDataError::Config(format!("--server-expert {name}: {e}")))?;
             cfg.concurrency = args.concurrency.max(1);
             cfg.cache_path = args.chat_cache.clone();
             let client = amp_chat::ChatClient::new(cfg)
