@@ -928,7 +928,8 @@ fn check_key(path: &Path, cached: &CacheKey, current: &CacheKey) -> Result<()> {
     Ok(())
 }
 
-/// Reads a `metrics.jsonl` file (blank lines skipped; a torn last line from a crash is ignored).
+/// Reads a run's own `metrics.jsonl` for resuming (blank lines skipped; a torn last line from a
+/// crash is dropped with a note on stderr; a bad line elsewhere is an error naming it).
 pub fn read_metrics(path: &Path) -> Result<Vec<StepLog>> {
     let f = match File::open(path) {
         Ok(f) => f,
@@ -944,7 +945,11 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepLog>> {
         }
         match serde_json::from_str::<StepLog>(line) {
             Ok(r) => out.push(r),
-            Err(_) if i == last => {}
+            Err(e) if i == last => eprintln!(
+                "{}: dropping the torn last line {} (the previous run was killed while writing it: {e}); that step is redone",
+                path.display(),
+                i + 1
+            ),
             Err(e) => {
                 return Err(MdpoError::Data { path: path.into(), location: format!("line {}", i + 1), message: e.to_string() })
             }
