@@ -43,6 +43,10 @@ fn an_absurd_round_is_a_clear_error() {
     }
     std::fs::write(&p, answer_line("0") + &answer_line("1")).unwrap();
     assert_eq!(load_answers(&p).unwrap().items["d1"].rounds.len(), 2);
+    // A truncated last answer is named, not ignored (judge and score read answers strictly).
+    std::fs::write(&p, answer_line("0") + "{\"bench\":\"mrhal\",\"id\":\"d1\",\"rou").unwrap();
+    let e = load_answers(&p).unwrap_err().to_string();
+    assert!(e.contains("answers.jsonl") && e.contains("line 2") && e.contains("truncated"), "{e}");
 }
 
 #[test]
