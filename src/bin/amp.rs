@@ -105,8 +105,9 @@ fn local_expert(spec: &str, d: &amp_data::cli::DecodingArgs) -> Result<amp_data:
 struct AnswerLocalArgs {
     #[command(flatten)]
     data: mrhal_bench::cli::DataArgs,
-    /// Directory relative image paths are resolved against.
-    #[arg(long)]
+    /// The data root: relative image paths resolve against it and may not leave it (default:
+    /// the data file's directory).
+    #[arg(long, visible_alias = "image-root")]
     images: Option<PathBuf>,
     /// Answers JSONL (appended; a rerun answers only what is missing).
     #[arg(long)]
@@ -219,6 +220,7 @@ fn print_summary(what: &str, s: &mdpo::TrainSummary) {
 fn train_command(model: &ModelArgs, job: mdpo::Result<mdpo::cli::Job>) -> Result<(), String> {
     let job = job.map_err(|e| e.to_string())?;
     let (name, out) = (job.name(), job.config.output_dir.clone());
+    let _lock = lock_dir(&out)?;
     let policy = llava_policy(model)?;
     let (summary, policy) = job.run(policy, mdpo::Reference::PolicyWithoutAdapters).map_err(|e| e.to_string())?;
     print_summary(name, &summary);
@@ -276,10 +278,48 @@ fn expert(spec: &str) -> Result<Box<dyn SentenceEmbedder>, String> {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+/// Exit status of `amp eval answer|answer-local|judge|rule-judge|score` when they finished and
+/// wrote everything they could, but some items are missing (failed, unanswered, unjudged); a
+/// rerun retries them. docs/reliability.md documents it.
+const EXIT_INCOMPLETE: u8 = 3;
+
+/// Why `amp` did not succeed: an error (exit 1), or an incomplete evaluation (exit 3).
+enum CliError {
+    Failed(String),
+    Incomplete(String),
+}
+
+impl From<String> for CliError {
+    fn from(e: String) -> Self {
+        CliError::Failed(e)
+    }
+}
+
+impl From<&str> for CliError {
+    fn from(e: &str) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
+/// One writer per output directory (docs/reliability.md): held until the command exits.
+fn lock_dir(dir: &std::path::Path) -> Result<amp_io::lock::OutputLock, String> {
+    amp_io::lock::OutputLock::dir(dir).map_err(|e| e.to_string())
+}
+
+fn incomplete(what: &str, missing: usize) -> Result<(), CliError> {
+    if missing == 0 {
+        return Ok(());
+    }
+    Err(CliError::Incomplete(format!(
+        "{what}: {missing} item(s) missing (everything else is written); rerun to retry them"
+    )))
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
     let s = |e: &dyn std::fmt::Display| e.to_string();
     match cli.command {
         Command::Demo(args) => {
+            let _lock = lock_dir(&args.out)?;
             let report = amp::pipeline::run_demo(&args).map_err(|e| s(&e))?;
             eprintln!("amp demo: report written to {}", report.report_md.display());
         }
@@ -319,7 +359,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Train(c) => train_command(&c.model, c.args.job())?,
         Command::Sft(c) => train_command(&c.model, c.args.job())?,
         Command::Eval(EvalCmd::Answer(a)) => {
-            mrhal_bench::cli::run_answer(&a).map_err(|e| s(&e))?;
+            let r = mrhal_bench::cli::run_answer(&a).map_err(|e| s(&e))?;
+            incomplete("amp eval answer", r.failed.len())?;
         }
         Command::Eval(EvalCmd::AnswerLocal(a)) => {
             let name = a.name.clone().unwrap_or_else(|| {
@@ -327,17 +368,22 @@ fn run(cli: Cli) -> Result<(), String> {
             });
             let chat = CheckpointChat::load(name, &a.model, generation_config(&a.decoding, a.no_repeat_ngram_size))
                 .map_err(|e| s(&e))?;
-            mrhal_bench::cli::run_answer_with(&a.data, a.images.as_deref(), &a.out, &LlavaChat::new(chat)).map_err(|e| s(&e))?;
+            let r = mrhal_bench::cli::run_answer_with(&a.data, a.images.as_deref(), &a.out, &LlavaChat::new(chat))
+                .map_err(|e| s(&e))?;
+            incomplete("amp eval answer-local", r.failed.len())?;
         }
         Command::Eval(EvalCmd::Judge(a)) => {
-            mrhal_bench::cli::run_judge(&a).map_err(|e| s(&e))?;
+            let r = mrhal_bench::cli::run_judge(&a).map_err(|e| s(&e))?;
+            incomplete("amp eval judge", r.failed.len() + r.no_answer.len())?;
         }
         Command::Eval(EvalCmd::RuleJudge(a)) => {
             let judge = RuleJudge::open(&a.world).map_err(|e| s(&e))?;
-            mrhal_bench::cli::run_judge_with(&a.data, &a.answers, &a.out, &judge, a.concurrency).map_err(|e| s(&e))?;
+            let r = mrhal_bench::cli::run_judge_with(&a.data, &a.answers, &a.out, &judge, a.concurrency).map_err(|e| s(&e))?;
+            incomplete("amp eval rule-judge", r.failed.len() + r.no_answer.len())?;
         }
         Command::Eval(EvalCmd::Score(a)) => {
-            mrhal_bench::cli::run_score(&a).map_err(|e| s(&e))?;
+            let r = mrhal_bench::cli::run_score(&a).map_err(|e| s(&e))?;
+            incomplete("amp eval score", r.missing.total())?;
         }
         Command::Eval(EvalCmd::Compare(a)) => {
             let table = mrhal_bench::cli::run_compare(&a).map_err(|e| s(&e))?;
@@ -350,9 +396,13 @@ fn run(cli: Cli) -> Result<(), String> {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(CliError::Failed(e)) => {
             eprintln!("amp: error: {e}");
             ExitCode::FAILURE
+        }
+        Err(CliError::Incomplete(e)) => {
+            eprintln!("amp: incomplete: {e}");
+            ExitCode::from(EXIT_INCOMPLETE)
         }
     }
 }

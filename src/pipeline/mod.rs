@@ -846,8 +846,8 @@ fn evaluate(st: &mut Stages, paths: &RunPaths, cfg: &DemoConfig, judge: &RuleJud
         chat.prefill(&dialogues, &format!("eval {name}")).map_err(|e| stage_err(stage, e))?;
         let ma = out.join("mrhal_answers.jsonl");
         let pa = out.join("pope_answers.jsonl");
-        let s1 = mrhal_bench::generate_answers_sequential(&chat, Benchmark::Mrhal, &mtasks, Some(&paths.images()), &ma)?;
-        let s2 = mrhal_bench::generate_answers_sequential(&chat, Benchmark::Pope, &ptasks, Some(&paths.images()), &pa)?;
+        let s1 = mrhal_bench::generate_answers_sequential(&chat, Benchmark::Mrhal, &mtasks, &amp_io::paths::DataRoot::new(paths.images(), false), &ma)?;
+        let s2 = mrhal_bench::generate_answers_sequential(&chat, Benchmark::Pope, &ptasks, &amp_io::paths::DataRoot::new(paths.images(), false), &pa)?;
         if !s1.failed.is_empty() || !s2.failed.is_empty() {
             return Err(stage_err(stage, format!("answer generation failed for {:?}", [s1.failed, s2.failed].concat())));
         }

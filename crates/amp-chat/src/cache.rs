@@ -65,23 +65,19 @@ impl ResponseCache {
             .create(true)
             .open(&path)
             .map_err(|e| err(format!("cannot open: {e}")))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).map_err(|e| err(format!("cannot read: {e}")))?;
-        // Cut a torn final record (no trailing newline) so the next append starts a fresh line.
-        if !text.is_empty() && !text.ends_with('\n') {
-            let keep = text.rfind('\n').map_or(0, |i| i + 1);
-            file.set_len(keep as u64).map_err(|e| err(format!("cannot truncate torn tail: {e}")))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| err(format!("cannot read: {e}")))?;
+        // The cache is this client's own output: a torn final record (a kill mid-write) is cut
+        // off, with a note, so the next append starts a fresh line; any other bad line is an error.
+        let r = amp_io::jsonl::parse_resume::<Record>(&path, &bytes).map_err(|e| err(e.to_string()))?;
+        if let Some(t) = r.dropped {
+            eprintln!("{}", t.note(&path));
+            file.set_len(r.good_len).map_err(|e| err(format!("cannot truncate torn tail: {e}")))?;
             file.seek(SeekFrom::End(0)).map_err(|e| err(format!("cannot seek: {e}")))?;
-            text.truncate(keep);
         }
         let mut map = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let rec: Record = serde_json::from_str(line)
-                .map_err(|e| err(format!("line {}: not a cache record: {e}", i + 1)))?;
-            map.insert(rec.key, rec.response);
+        for l in r.rows {
+            map.insert(l.value.key, l.value.response);
         }
         Ok(ResponseCache { path, map: Mutex::new(map), file: Mutex::new(file) })
     }

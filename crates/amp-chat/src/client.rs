@@ -52,19 +52,111 @@ impl ChatConfig {
         }
     }
 
-    /// Flags first, then the environment (`OPENAI_BASE_URL`, `OPENAI_API_KEY`), then
-    /// [`DEFAULT_BASE_URL`].
+    /// Flags first, then the environment (`OPENAI_BASE_URL`), then [`DEFAULT_BASE_URL`]. The key
+    /// is `api_key` when given, else `OPENAI_API_KEY` but only for an https or loopback server
+    /// (see [`resolve_api_key`]; a withheld key is reported on stderr).
     pub fn from_flags_or_env(base_url: Option<String>, model: impl Into<String>, api_key: Option<String>) -> Self {
+        match Self::from_flags_or_env_keyed(base_url, model, api_key, None) {
+            Ok(c) => c,
+            Err(_) => unreachable!("without --api-key-env the key resolution cannot fail"),
+        }
+    }
+
+    /// [`from_flags_or_env`](Self::from_flags_or_env) with `--api-key-env VAR`: the key in `VAR`
+    /// (an error when it is unset) goes to this server whatever its scheme.
+    pub fn from_flags_or_env_keyed(
+        base_url: Option<String>,
+        model: impl Into<String>,
+        api_key: Option<String>,
+        api_key_env: Option<&str>,
+    ) -> Result<Self> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let base = base_url.or_else(|| env("OPENAI_BASE_URL")).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        let choice = resolve_api_key(&base, api_key, api_key_env, &env)?;
+        if let Some(w) = &choice.warning {
+            eprintln!("amp-chat: warning: {w}");
+        }
         let mut c = ChatConfig::new(base, model);
-        c.api_key = api_key.or_else(|| env("OPENAI_API_KEY"));
-        c
+        c.api_key = choice.key;
+        Ok(c)
     }
 
     /// The chat-completions endpoint.
     pub fn endpoint(&self) -> String {
         format!("{}/chat/completions", self.base_url.trim_end_matches('/'))
+    }
+}
+
+/// The default key variable, sent only to https or loopback servers unless named explicitly.
+pub const DEFAULT_KEY_ENV: &str = "OPENAI_API_KEY";
+
+/// The key [`resolve_api_key`] chose for a server, and what to tell the user about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChoice {
+    /// The key to send (`None`: `Bearer EMPTY`).
+    pub key: Option<String>,
+    /// A warning to print (a withheld default key, or a key about to cross plain http).
+    pub warning: Option<String>,
+}
+
+/// Whether `base_url` is https, or http to a loopback host (`localhost`, `127.0.0.0/8`, `::1`).
+pub fn is_https_or_loopback(base_url: &str) -> bool {
+    let Some((scheme, rest)) = base_url.trim().split_once("://") else { return false };
+    if scheme.eq_ignore_ascii_case("https") {
+        return true;
+    }
+    if !scheme.eq_ignore_ascii_case("http") {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Which API key goes to the server at `base_url` (docs/reliability.md, "Credentials"):
+///
+/// 1. `explicit` (a key given on the command line for this command's servers);
+/// 2. else `key_env` (`--api-key-env VAR`): the user named the variable for this server, so it
+///    is sent whatever the scheme (with a warning over plain http to a remote host); unset is
+///    an error;
+/// 3. else [`DEFAULT_KEY_ENV`], but only to an https or loopback server; for any other it is
+///    withheld, with a warning saying how to send it.
+///
+/// `lookup` reads a variable (the environment, or a map in tests). Redirects never carry the key
+/// (`ureq` drops `Authorization` on every redirect; tests/loopback.rs checks it).
+pub fn resolve_api_key(
+    base_url: &str,
+    explicit: Option<String>,
+    key_env: Option<&str>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<KeyChoice> {
+    let trusted = is_https_or_loopback(base_url);
+    let plain = |what: &str| {
+        (!trusted).then(|| format!("{what} is sent to {base_url} over plain http (not https, not loopback)"))
+    };
+    if let Some(k) = explicit.filter(|k| !k.is_empty()) {
+        return Ok(KeyChoice { warning: plain("the --api-key key"), key: Some(k) });
+    }
+    if let Some(var) = key_env {
+        let k = lookup(var).ok_or_else(|| ChatError::Config(format!("--api-key-env {var}: ${var} is not set")))?;
+        return Ok(KeyChoice { warning: plain(&format!("${var}")), key: Some(k) });
+    }
+    match lookup(DEFAULT_KEY_ENV) {
+        Some(k) if trusted => Ok(KeyChoice { key: Some(k), warning: None }),
+        Some(_) => Ok(KeyChoice {
+            key: None,
+            warning: Some(format!(
+                "${DEFAULT_KEY_ENV} is not sent to {base_url}: it is neither https nor loopback; \
+                 pass --api-key-env {DEFAULT_KEY_ENV} (or another variable) to send a key to this server"
+            )),
+        }),
+        None => Ok(KeyChoice { key: None, warning: None }),
     }
 }
 
@@ -126,6 +218,9 @@ impl ChatClient {
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // Never forward the Authorization header on a redirect (ureq's default, pinned here:
+            // the key goes only to the host it was given for).
+            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
             .timeout_global(Some(cfg.timeout))
             .max_idle_connections_per_host(cfg.concurrency.max(3))
             .build()
@@ -170,6 +265,13 @@ impl ChatClient {
     /// `max_retries + 1` attempts with backoff/`Retry-After` between them, then a cache write.
     /// Never returns an empty answer as success.
     pub fn complete(&self, req: &ChatRequest) -> Result<ChatResponse> {
+        self.complete_validated(req, |_| true)
+    }
+
+    /// [`complete`](Self::complete) for callers that parse the answer (a judge): only a reply
+    /// that `valid` accepts is cached, and a cached reply it rejects is asked again, so a one-off
+    /// unparsable reply is never replayed on a rerun. The reply is returned either way.
+    pub fn complete_validated(&self, req: &ChatRequest, valid: impl Fn(&ChatResponse) -> bool) -> Result<ChatResponse> {
         let req = self.resolve(req);
         if req.model.trim().is_empty() {
             return Err(ChatError::Config("no model given (request and config are both empty)".into()));
@@ -179,7 +281,7 @@ impl ChatClient {
             _ => None,
         };
         if let (Some(cache), Some(k)) = (&self.cache, &key) {
-            if let Some(hit) = cache.get(k) {
+            if let Some(hit) = cache.get(k).filter(|h| valid(h)) {
                 self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(hit);
             }
@@ -197,7 +299,9 @@ impl ChatClient {
                 Ok(resp) => {
                     self.counters.successes.fetch_add(1, Ordering::Relaxed);
                     if let (Some(cache), Some(k)) = (&self.cache, &key) {
-                        cache.put(k, &resp)?;
+                        if valid(&resp) {
+                            cache.put(k, &resp)?;
+                        }
                     }
                     return Ok(resp);
                 }
@@ -338,6 +442,36 @@ mod tests {
         assert!(matches!(parse_response("u", empty), Err(ChatError::EmptyContent { .. })));
         let null = r#"{"model":"m","choices":[{"message":{"role":"assistant","content":null}}]}"#;
         assert!(matches!(parse_response("u", null), Err(ChatError::EmptyContent { .. })));
+    }
+
+    #[test]
+    fn the_default_key_goes_only_to_https_or_loopback() {
+        let env = |k: &str| (k == "OPENAI_API_KEY" || k == "MY_KEY").then(|| format!("sk-{k}"));
+        for (url, trusted) in [
+            ("https://api.openai.com/v1", true),
+            ("http://127.0.0.1:8000/v1", true),
+            ("http://localhost:8000/v1", true),
+            ("http://[::1]:8000/v1", true),
+            ("http://user@127.0.0.2/v1", true),
+            ("http://example.com/v1", false),
+            ("http://127.0.0.1.evil.com/v1", false),
+            ("http://10.0.0.5:8000/v1", false),
+            ("ftp://127.0.0.1/", false),
+        ] {
+            assert_eq!(is_https_or_loopback(url), trusted, "{url}");
+            let c = resolve_api_key(url, None, None, &env).unwrap();
+            assert_eq!(c.key.is_some(), trusted, "{url}");
+            assert_eq!(c.warning.is_some(), !trusted, "{url}");
+            // A variable named for this server is sent anyway (warned over plain http).
+            let c = resolve_api_key(url, None, Some("MY_KEY"), &env).unwrap();
+            assert_eq!(c.key.as_deref(), Some("sk-MY_KEY"));
+            assert_eq!(c.warning.is_some(), !trusted, "{url}");
+        }
+        let e = resolve_api_key("https://x/v1", None, Some("NOPE"), &env).unwrap_err().to_string();
+        assert!(e.contains("NOPE") && e.contains("not set"), "{e}");
+        let c = resolve_api_key("https://x/v1", Some("k".into()), Some("MY_KEY"), &env).unwrap();
+        assert_eq!(c.key.as_deref(), Some("k"));
+        assert_eq!(resolve_api_key("https://x/v1", None, None, &|_| None).unwrap().key, None);
     }
 
     #[test]

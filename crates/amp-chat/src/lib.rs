@@ -34,7 +34,9 @@ pub mod retry;
 pub mod types;
 
 pub use cache::{cache_key, ResponseCache};
-pub use client::{ChatClient, ChatConfig, ClientStats, DEFAULT_BASE_URL};
+pub use client::{
+    is_https_or_loopback, resolve_api_key, ChatClient, ChatConfig, ClientStats, KeyChoice, DEFAULT_BASE_URL, DEFAULT_KEY_ENV,
+};
 pub use error::{ChatError, Result};
 pub use pool::{map_bounded, Semaphore};
 pub use retry::{parse_retry_after, Backoff};

@@ -12,7 +12,7 @@
 //! text encoders to [`run_check_with`].
 use crate::autocheck::{AutoCheckConfig, AutoChecker, SentenceEmbedder};
 use crate::chunker::Chunker;
-use crate::data::load_llava;
+use crate::data::{load_llava_with, LoadOptions};
 use crate::error::{AmpDataError, Result};
 use crate::generate::{multi_size_experts, Expert, GenParams, OpenAiGenerator};
 use crate::pipeline::{self, CheckedRow, FinalOutputs, GeneratedRow, RunSummary, Shard};
@@ -53,9 +53,13 @@ pub struct GenerateArgs {
     /// Instruction data: a JSON list of LLaVA records `{id, image, conversations}`.
     #[arg(long)]
     pub input: PathBuf,
-    /// Directory relative image paths are resolved against (default: the input file's directory).
-    #[arg(long)]
+    /// The data root: relative image paths resolve against it, and paths leaving it are refused
+    /// (default: the input file's directory).
+    #[arg(long, visible_alias = "image-root")]
     pub image_folder: Option<PathBuf>,
+    /// Accept image paths outside the data root (`..` escapes, absolute paths elsewhere).
+    #[arg(long)]
+    pub allow_outside_root: bool,
     /// Output JSONL of generated rows; rerunning skips the ids already in it.
     #[arg(long)]
     pub out: PathBuf,
@@ -63,9 +67,14 @@ pub struct GenerateArgs {
     /// model first (that order is the initial ranking).
     #[arg(long = "server-expert")]
     pub server_experts: Vec<String>,
-    /// Bearer key for the servers.
-    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    /// Bearer key for every `--server-expert` (default: $OPENAI_API_KEY, sent only to https or
+    /// loopback servers).
+    #[arg(long)]
     pub api_key: Option<String>,
+    /// `NAME=VAR`: send the key in environment variable VAR to the server of expert NAME (any
+    /// scheme); a bare `VAR` applies to every server. Repeatable.
+    #[arg(long = "api-key-env")]
+    pub api_key_env: Vec<String>,
     /// Requests in flight per server.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -100,8 +109,23 @@ pub fn server_experts(args: &GenerateArgs) -> Result<Vec<Expert>> {
             if name.is_empty() || model.is_empty() || url.is_empty() {
                 return Err(bad());
             }
-            let mut cfg = amp_chat::ChatConfig::new(url, model);
-            cfg.api_key = args.api_key.clone();
+            // `NAME=VAR` for this expert wins over a bare `VAR` for every server.
+            let specific = args.api_key_env.iter().find_map(|e| {
+                e.split_once('=').filter(|(n, _)| *n == name).map(|(_, v)| v)
+            });
+            let key_env = specific.or_else(|| {
+                args.api_key_env
+                    .iter()
+                    .find(|e| !e.contains('='))
+                    .map(String::as_str)
+            });
+            let mut cfg = amp_chat::ChatConfig::from_flags_or_env_keyed(
+                Some(url.to_string()),
+                model,
+                args.api_key.clone(),
+                key_env,
+            )
+            .map_err(|e| AmpDataError::Config(format!("--server-expert {name}: {e}")))?;
             cfg.concurrency = args.concurrency.max(1);
             cfg.cache_path = args.chat_cache.clone();
             let client = amp_chat::ChatClient::new(cfg)
@@ -121,8 +145,15 @@ pub fn run_generate(args: &GenerateArgs) -> Result<RunSummary> {
 
 /// `generate` with an explicit expert pool (largest first), e.g. local mllm models.
 pub fn run_generate_with(args: &GenerateArgs, pool: Vec<Expert>) -> Result<RunSummary> {
+    let _lock = amp_io::lock::OutputLock::file(&args.out)?;
     let experts = multi_size_experts(pool, args.levels)?;
-    let records = load_llava(&args.input, args.image_folder.as_deref())?;
+    let records = load_llava_with(
+        &args.input,
+        &LoadOptions {
+            image_folder: args.image_folder.clone(),
+            allow_outside_root: args.allow_outside_root,
+        },
+    )?;
     let s = pipeline::generate(&records, &experts, &args.out, args.shard, args.jobs)?;
     eprintln!(
         "generate: shard {} has {} records: {} done before, {} generated now -> {}",
@@ -196,6 +227,13 @@ pub fn run_check_with(
     local: &dyn SentenceEmbedder,
     global: &dyn SentenceEmbedder,
 ) -> Result<CheckOutcome> {
+    // One writer: an unsharded check owns the directory (it writes amp.json ...); shards of one
+    // sharded run may share it, each owning its rows file.
+    let _lock = if args.shard.count == 1 {
+        amp_io::lock::OutputLock::dir(&args.out_dir)?
+    } else {
+        amp_io::lock::OutputLock::file(&args.rows_path())?
+    };
     let rows: Vec<GeneratedRow> = pipeline::merge_rows(&args.generated)?;
     let out = args.rows_path();
     let summary = if args.skip_check {
@@ -273,15 +311,25 @@ pub struct MergeArgs {
     /// Optional instruction data: fail unless every record is present.
     #[arg(long)]
     pub expect_input: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, visible_alias = "image-root")]
     pub image_folder: Option<PathBuf>,
+    /// Accept image paths outside the data root in `--expect-input`.
+    #[arg(long)]
+    pub allow_outside_root: bool,
 }
 
 /// Runs `merge`.
 pub fn run_merge(args: &MergeArgs) -> Result<FinalOutputs> {
+    let _lock = amp_io::lock::OutputLock::dir(&args.out_dir)?;
     let rows: Vec<CheckedRow> = pipeline::merge_rows(&args.inputs)?;
     if let Some(input) = &args.expect_input {
-        let records = load_llava(input, args.image_folder.as_deref())?;
+        let records = load_llava_with(
+            input,
+            &LoadOptions {
+                image_folder: args.image_folder.clone(),
+                allow_outside_root: args.allow_outside_root,
+            },
+        )?;
         let have: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         let missing: Vec<&str> = records
             .iter()

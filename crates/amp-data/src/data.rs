@@ -8,7 +8,6 @@ use mdpo::data::kind_of as kind;
 use mdpo::{Conversation, Turn};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// One instruction-tuning record.
@@ -39,19 +38,23 @@ pub fn gpt_turns(c: &[Turn]) -> Vec<String> {
         .collect()
 }
 
-/// Checks that an image file exists and can be read (a non-empty, openable file).
+/// Checks that an image file exists and is a PNG or JPEG of plausible size (its header: format
+/// and dimensions; the upload and training paths decode it fully). Errors name the record and
+/// the `image` field.
 pub fn check_image(file: &Path, image: &Path, record: &str) -> Result<()> {
-    let err = |m: String| AmpDataError::data(file, record.to_string(), m);
-    let mut f = std::fs::File::open(image)
-        .map_err(|e| err(format!("image {} cannot be opened: {e}", image.display())))?;
-    let mut buf = [0u8; 16];
-    let n = f
-        .read(&mut buf)
-        .map_err(|e| err(format!("image {} cannot be read: {e}", image.display())))?;
-    if n == 0 {
-        return Err(err(format!("image {} is empty", image.display())));
-    }
-    Ok(())
+    amp_io::image_check::probe_file(image).map(|_| ()).map_err(|e| {
+        AmpDataError::data(file, record.to_string(), format!("image: {}: {e}", image.display()))
+    })
+}
+
+/// Options of [`load_llava_with`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// The data root relative image paths resolve against (`--image-folder`/`--image-root`;
+    /// default: the data file's directory).
+    pub image_folder: Option<PathBuf>,
+    /// Accept image paths outside the data root (`--allow-outside-root`).
+    pub allow_outside_root: bool,
 }
 
 /// Parses and validates a LLaVA conversation.
@@ -94,9 +97,21 @@ pub fn parse_conversation(file: &Path, record: &str, v: &Value) -> Result<Conver
 }
 
 /// Loads instruction data. Relative image paths are resolved against `image_folder`, or against
-/// the JSON file's directory when none is given. Errors name the file and the record: missing or
-/// unreadable images, malformed or gpt-less dialogues, missing or duplicate ids.
+/// the JSON file's directory when none is given; paths leaving that data root are refused
+/// ([`load_llava_with`] can allow them). Errors name the file and the record: missing,
+/// unreadable or non-image files, malformed or gpt-less dialogues, missing or duplicate ids.
 pub fn load_llava(path: &Path, image_folder: Option<&Path>) -> Result<Vec<InstructionRecord>> {
+    load_llava_with(
+        path,
+        &LoadOptions {
+            image_folder: image_folder.map(Path::to_path_buf),
+            allow_outside_root: false,
+        },
+    )
+}
+
+/// [`load_llava`] with explicit [`LoadOptions`].
+pub fn load_llava_with(path: &Path, opts: &LoadOptions) -> Result<Vec<InstructionRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| AmpDataError::io(path, e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| {
         AmpDataError::data(
@@ -112,9 +127,11 @@ pub fn load_llava(path: &Path, image_folder: Option<&Path>) -> Result<Vec<Instru
             format!("expected a list of records, found {}", kind(&v)),
         )
     })?;
-    let root = image_folder
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| path.parent().map(Path::to_path_buf).unwrap_or_default());
+    let root = amp_io::paths::DataRoot::for_data_file(
+        path,
+        opts.image_folder.as_deref(),
+        opts.allow_outside_root,
+    );
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::with_capacity(list.len());
     for (i, rec) in list.iter().enumerate() {
@@ -153,14 +170,9 @@ pub fn load_llava(path: &Path, image_folder: Option<&Path>) -> Result<Vec<Instru
             ));
         }
         let image = match obj.get("image") {
-            Some(Value::String(s)) => {
-                let p = Path::new(s);
-                if p.is_relative() {
-                    root.join(p)
-                } else {
-                    p.to_path_buf()
-                }
-            }
+            Some(Value::String(s)) => root
+                .resolve(s)
+                .map_err(|e| AmpDataError::data(path, &loc, format!("image: {e}")))?,
             Some(other) => {
                 return Err(AmpDataError::data(
                     path,

@@ -37,6 +37,12 @@ pub enum AmpDataError {
     /// Invalid configuration or command-line arguments.
     #[error("config: {0}")]
     Config(String),
+    /// A JSONL file is malformed, truncated, empty or a JSON array (names file and line).
+    #[error(transparent)]
+    Jsonl(#[from] amp_io::jsonl::JsonlError),
+    /// Another process is writing the same output.
+    #[error(transparent)]
+    Lock(#[from] amp_io::lock::LockError),
 }
 
 impl AmpDataError {

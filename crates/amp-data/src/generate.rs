@@ -229,7 +229,11 @@ impl OpenAiGenerator {
     pub fn request(&self, image: &Path, history: &[Turn]) -> Result<amp_chat::ChatRequest> {
         use amp_chat::Message;
         let bytes = std::fs::read(image).map_err(|e| AmpDataError::io(image, e))?;
-        let mime = amp_chat::types::sniff_image_mime(&bytes);
+        // Decoded before it leaves the machine: a text file named .png or a truncated image is
+        // refused here, and the MIME type sent is the decoded format's.
+        let mime = amp_io::image_check::decode(&bytes)
+            .map_err(|e| AmpDataError::data(image, "image", format!("not sent to the server: {e}")))?
+            .mime;
         let mut messages = Vec::with_capacity(history.len() + 1);
         if let Some(s) = &self.system {
             messages.push(Message::system(s.clone()));

@@ -158,51 +158,28 @@ pub struct RowWriter {
     file: Mutex<File>,
 }
 
-/// Reads the rows of a JSONL file. A torn last line (no trailing newline, unparsable) is reported
-/// as the byte length of the good prefix; a bad line elsewhere is an error naming it.
-fn read_rows<R: DeserializeOwned>(path: &Path) -> Result<(Vec<R>, u64)> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(AmpDataError::io(path, e)),
-    };
-    let mut rows = Vec::new();
-    let mut good = 0u64;
-    let mut start = 0usize;
-    let mut line_no = 0usize;
-    while start < bytes.len() {
-        line_no += 1;
-        let end = bytes[start..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|p| start + p);
-        let line = &bytes[start..end.unwrap_or(bytes.len())];
-        match (end, serde_json::from_slice::<R>(line)) {
-            (Some(e), Ok(r)) => {
-                rows.push(r);
-                good = e as u64 + 1;
-                start = e + 1;
-            }
-            (Some(e), Err(_)) if line.iter().all(u8::is_ascii_whitespace) => {
-                good = e as u64 + 1;
-                start = e + 1;
-            }
-            (None, _) => break, // torn tail: cut off on resume
-            (Some(_), Err(err)) => {
-                return Err(AmpDataError::data(
-                    path,
-                    format!("line {line_no}"),
-                    format!("malformed row: {err}"),
-                ))
-            }
-        }
+/// Reads this pipeline's own rows file for resuming: a torn last line (a kill mid-write) is
+/// reported on stderr and left out, and the byte length of the good prefix is returned; a bad line
+/// elsewhere is an error naming it. A missing file has no rows.
+fn read_own_rows<R: DeserializeOwned>(path: &Path) -> Result<(Vec<R>, u64)> {
+    let r = amp_io::jsonl::read_resume::<R>(path)?;
+    if let Some(t) = r.dropped {
+        eprintln!("{}", t.note(path));
     }
-    Ok((rows, good))
+    Ok((r.rows.into_iter().map(|l| l.value).collect(), r.good_len))
 }
 
-/// Reads all complete rows of a JSONL file (missing file: none).
+/// Reads the complete rows of this pipeline's own rows file (missing file: none). For files a
+/// user hands in, use [`read_input_rows`].
 pub fn load_rows<R: DeserializeOwned>(path: &Path) -> Result<Vec<R>> {
-    Ok(read_rows(path)?.0)
+    Ok(read_own_rows(path)?.0)
+}
+
+/// Reads a rows file given as input (e.g. `amp check --generated`) strictly: a malformed or
+/// truncated line, a JSON array or an empty file is an error naming the file and line; a final
+/// line without a newline is accepted (docs/reliability.md).
+pub fn read_input_rows<R: DeserializeOwned>(path: &Path) -> Result<Vec<R>> {
+    Ok(amp_io::jsonl::read_strict_values(path)?)
 }
 
 impl RowWriter {
@@ -212,7 +189,7 @@ impl RowWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| AmpDataError::io(dir, e))?;
         }
-        let (rows, good) = read_rows::<R>(path)?;
+        let (rows, good) = read_own_rows::<R>(path)?;
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -377,8 +354,8 @@ pub fn generate(
     )
 }
 
-/// Reads and merges generated (or checked) rows from several files; the same id twice with
-/// different content is an error.
+/// Reads (strictly: they are the command's input) and merges generated (or checked) rows from
+/// several files; the same id twice with different content is an error.
 pub fn merge_rows<R>(paths: &[PathBuf]) -> Result<Vec<R>>
 where
     R: DeserializeOwned + Keyed + PartialEq,
@@ -392,7 +369,7 @@ where
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             ));
         }
-        for row in load_rows::<R>(p)? {
+        for row in read_input_rows::<R>(p)? {
             let id = row.key().to_string();
             match by_id.get(&id) {
                 Some((_, old)) if *old == row => {}

@@ -38,7 +38,7 @@ fn err_of(json: &str, dir: &Path) -> String {
 fn bad_input_records_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("ok.png"), b"\x89PNG....").unwrap();
+    std::fs::write(d.join("ok.png"), common::TINY_PNG).unwrap();
     std::fs::write(d.join("empty.png"), b"").unwrap();
     let conv = r#"[{"from":"human","value":"<image>\nhi"},{"from":"gpt","value":"A cat."}]"#;
     let e = err_of(
@@ -159,7 +159,7 @@ fn openai_generator_sends_image_as_data_url_with_paper_defaults() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("a.png");
-    std::fs::write(&img, b"\x89PNG\r\n\x1a\nabc").unwrap();
+    std::fs::write(&img, common::TINY_PNG).unwrap();
     let client =
         amp_chat::ChatClient::new(amp_chat::ChatConfig::new(server.base_url(), "llava")).unwrap();
     let g = OpenAiGenerator::new(client, "llava", GenParams::default());
@@ -196,7 +196,7 @@ fn openai_generator_sends_image_as_data_url_with_paper_defaults() {
         url,
         format!(
             "data:image/png;base64,{}",
-            amp_chat::base64::encode(b"\x89PNG\r\n\x1a\nabc")
+            amp_chat::base64::encode(&common::TINY_PNG)
         )
     );
     assert_eq!(first[1]["text"], "What is this?");

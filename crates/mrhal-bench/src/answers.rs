@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::data::{ImageRef, LlavaItem, MmhalItem, MrhalDialogue, PopeItem};
 use crate::error::{BenchError, Result};
-use crate::jsonl::{read_jsonl, JsonlLog};
+use crate::jsonl::{read_jsonl_lines, JsonlLog};
+use amp_io::paths::DataRoot;
 use crate::responder::{Responder, Turn};
 
 /// The four benchmarks.
@@ -156,11 +157,11 @@ struct Ctx<'a> {
     decoding: Value,
     done: HashMap<(String, usize), String>,
     log: JsonlLog,
-    image_dir: Option<&'a Path>,
+    root: &'a DataRoot,
 }
 
 impl<'a> Ctx<'a> {
-    fn open<R: Responder + ?Sized>(responder: &R, bench: Benchmark, out: &Path, image_dir: Option<&'a Path>) -> Result<Self> {
+    fn open<R: Responder + ?Sized>(responder: &R, bench: Benchmark, out: &Path, root: &'a DataRoot) -> Result<Self> {
         let (log, existing): (JsonlLog, Vec<AnswerRecord>) = JsonlLog::open(out)?;
         let name = responder.name();
         let mut done = HashMap::new();
@@ -175,7 +176,7 @@ impl<'a> Ctx<'a> {
             }
             done.insert((r.id, r.round), r.answer);
         }
-        Ok(Ctx { bench, name, decoding: responder.decoding(), done, log, image_dir })
+        Ok(Ctx { bench, name, decoding: responder.decoding(), done, log, root })
     }
 
     /// Answers the missing rounds of one task; history = the model's own answers.
@@ -191,7 +192,7 @@ impl<'a> Ctx<'a> {
                 continue;
             }
             if image.is_none() {
-                match task.image.load(self.image_dir) {
+                match task.image.load_checked(self.root) {
                     Ok(b) => image = Some(b),
                     Err(e) => {
                         o.failed = Some((task.id.clone(), e.to_string()));
@@ -238,15 +239,17 @@ fn summarise(outcomes: Vec<Result<TaskOutcome>>) -> Result<AnswerSummary> {
 /// Generates all missing answers with at most `concurrency` items in flight (the rounds of one
 /// dialogue are always sequential). Refuses an answers file written by another model or for
 /// another benchmark. A failed item is reported in the summary and retried on the next run.
+/// Image files resolve under `root` (escapes refused) and are decoded before the responder
+/// sees them; such an item fails, naming the image.
 pub fn generate_answers<R: Responder + Sync + ?Sized>(
     responder: &R,
     bench: Benchmark,
     tasks: &[AnswerTask],
-    image_dir: Option<&Path>,
+    root: &DataRoot,
     out: &Path,
     concurrency: usize,
 ) -> Result<AnswerSummary> {
-    let ctx = Ctx::open(responder, bench, out, image_dir)?;
+    let ctx = Ctx::open(responder, bench, out, root)?;
     let pb = progress(tasks.len() as u64, bench.name());
     let respond = |img: &[u8], turns: &[Turn]| responder.respond(img, turns);
     let outcomes = amp_chat::map_bounded(tasks, concurrency, |_, t| ctx.run(t, &respond), |_, _| pb.inc(1));
@@ -260,10 +263,10 @@ pub fn generate_answers_sequential<R: Responder + ?Sized>(
     responder: &R,
     bench: Benchmark,
     tasks: &[AnswerTask],
-    image_dir: Option<&Path>,
+    root: &DataRoot,
     out: &Path,
 ) -> Result<AnswerSummary> {
-    let ctx = Ctx::open(responder, bench, out, image_dir)?;
+    let ctx = Ctx::open(responder, bench, out, root)?;
     let pb = progress(tasks.len() as u64, bench.name());
     let respond = |img: &[u8], turns: &[Turn]| responder.respond(img, turns);
     let outcomes = tasks
@@ -310,11 +313,24 @@ pub struct AnswerSet {
     pub items: BTreeMap<String, ItemAnswers>,
 }
 
-/// Loads an answers file; mixed benchmarks or models are an error.
+/// The most rounds a dialogue may have (MRHal-Bench has at most a handful); a larger `round`
+/// in an answers file is an error, never an allocation.
+pub const MAX_ROUNDS: usize = 1024;
+
+/// Loads an answers file (strictly: it is this command's input); mixed benchmarks or models, or
+/// a `round` of [`MAX_ROUNDS`] or more, are errors naming the file and line.
 pub fn load_answers(path: &Path) -> Result<AnswerSet> {
-    let recs: Vec<AnswerRecord> = read_jsonl(path)?;
+    let recs: Vec<amp_io::jsonl::Line<AnswerRecord>> = read_jsonl_lines(path)?;
     let mut set = AnswerSet::default();
-    for r in recs {
+    for amp_io::jsonl::Line { line, value: r } in recs {
+        if r.round >= MAX_ROUNDS {
+            return Err(BenchError::Field {
+                path: path.into(),
+                record: format!("line {line} (id {:?})", r.id),
+                field: "round".into(),
+                reason: format!("{} is not a plausible 0-based round (at most {})", r.round, MAX_ROUNDS - 1),
+            });
+        }
         match (&set.bench, &set.model) {
             (Some(b), Some(m)) if *b != r.bench || *m != r.model => {
                 return Err(BenchError::Invalid(format!(

@@ -44,6 +44,18 @@ pub struct DataArgs {
     /// Use only the first N items (smoke runs).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Answering: accept image paths outside the data root (`--images`, else the first data
+    /// file's directory). Without it `..` escapes and absolute paths elsewhere are refused.
+    #[arg(long)]
+    pub allow_outside_root: bool,
+}
+
+impl DataArgs {
+    /// The data root image files must stay under: `images`, else the first data file's directory.
+    pub fn data_root(&self, images: Option<&Path>) -> amp_io::paths::DataRoot {
+        let first = self.data.first().map(PathBuf::as_path).unwrap_or(Path::new("."));
+        amp_io::paths::DataRoot::for_data_file(first, images, self.allow_outside_root)
+    }
 }
 
 /// Loaded benchmark items.
@@ -130,8 +142,9 @@ pub struct AnswerArgs {
     /// Benchmark and files.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Directory the image file names are relative to.
-    #[arg(long)]
+    /// The data root: image file names are relative to it and may not leave it (default: the
+    /// data file's directory).
+    #[arg(long, visible_alias = "image-root")]
     pub images: Option<PathBuf>,
     /// Answers file (JSONL; appended to and resumed).
     #[arg(long)]
@@ -142,9 +155,12 @@ pub struct AnswerArgs {
     /// Served model name.
     #[arg(long)]
     pub model: String,
-    /// API key (default: $OPENAI_API_KEY).
+    /// API key (default: $OPENAI_API_KEY, sent only to an https or loopback server).
     #[arg(long)]
     pub api_key: Option<String>,
+    /// Send the key in this environment variable to the server (any scheme).
+    #[arg(long)]
+    pub api_key_env: Option<String>,
     /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
@@ -187,8 +203,14 @@ fn print_answer_summary(s: &AnswerSummary, out: &Path) {
 
 /// Runs `answer` with the OpenAI-compatible responder.
 pub fn run_answer(args: &AnswerArgs) -> Result<AnswerSummary> {
+    let _lock = amp_io::lock::OutputLock::file(&args.out)?;
     let loaded = load(&args.data)?;
-    let mut cfg = ChatConfig::from_flags_or_env(args.base_url.clone(), args.model.clone(), args.api_key.clone());
+    let mut cfg = ChatConfig::from_flags_or_env_keyed(
+        args.base_url.clone(),
+        args.model.clone(),
+        args.api_key.clone(),
+        args.api_key_env.as_deref(),
+    )?;
     cfg.timeout = secs(args.timeout_s)?;
     cfg.max_retries = args.max_retries;
     cfg.concurrency = args.concurrency.max(1);
@@ -197,15 +219,18 @@ pub fn run_answer(args: &AnswerArgs) -> Result<AnswerSummary> {
         decoding: Decoding { temperature: args.temperature, top_p: args.top_p, max_tokens: args.max_tokens, seed: args.seed },
         system: args.system.clone(),
     };
-    let s = generate_answers(&responder, loaded.bench(), &loaded.tasks(), args.images.as_deref(), &args.out, args.concurrency)?;
+    let root = args.data.data_root(args.images.as_deref());
+    let s = generate_answers(&responder, loaded.bench(), &loaded.tasks(), &root, &args.out, args.concurrency)?;
     print_answer_summary(&s, &args.out);
     Ok(s)
 }
 
-/// Runs `answer` with any responder (e.g. a local `mllm` model), sequentially.
+/// Runs `answer` with any responder (e.g. a local `mllm` model), sequentially. `images` is the
+/// data root (default: the data file's directory).
 pub fn run_answer_with<R: Responder + ?Sized>(data: &DataArgs, images: Option<&Path>, out: &Path, responder: &R) -> Result<AnswerSummary> {
+    let _lock = amp_io::lock::OutputLock::file(out)?;
     let loaded = load(data)?;
-    let s = generate_answers_sequential(responder, loaded.bench(), &loaded.tasks(), images, out)?;
+    let s = generate_answers_sequential(responder, loaded.bench(), &loaded.tasks(), &data.data_root(images), out)?;
     print_answer_summary(&s, out);
     Ok(s)
 }
@@ -228,9 +253,12 @@ pub struct JudgeArgs {
     /// Judge model requested (the model *returned* is what gets recorded).
     #[arg(long)]
     pub judge_model: String,
-    /// Judge API key (default: $OPENAI_API_KEY).
+    /// Judge API key (default: $OPENAI_API_KEY, sent only to an https or loopback server).
     #[arg(long)]
     pub judge_api_key: Option<String>,
+    /// Send the key in this environment variable to the judge server (any scheme).
+    #[arg(long)]
+    pub judge_api_key_env: Option<String>,
     /// Judge requests in flight.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -264,8 +292,12 @@ pub struct JudgeArgs {
 impl JudgeArgs {
     /// Builds the LLM judge these flags describe.
     pub fn build_judge(&self) -> Result<LlmJudge> {
-        let mut cfg =
-            ChatConfig::from_flags_or_env(self.judge_base_url.clone(), self.judge_model.clone(), self.judge_api_key.clone());
+        let mut cfg = ChatConfig::from_flags_or_env_keyed(
+            self.judge_base_url.clone(),
+            self.judge_model.clone(),
+            self.judge_api_key.clone(),
+            self.judge_api_key_env.as_deref(),
+        )?;
         cfg.timeout = secs(self.timeout_s)?;
         cfg.max_retries = self.max_retries;
         cfg.concurrency = self.concurrency.max(1);
@@ -315,6 +347,7 @@ pub fn run_judge(args: &JudgeArgs) -> Result<JudgeSummary> {
 
 /// Runs `judge` with any [`Judge`] (e.g. the demo's rule judge).
 pub fn run_judge_with(data: &DataArgs, answers: &Path, out: &Path, judge: &dyn Judge, concurrency: usize) -> Result<JudgeSummary> {
+    let _lock = amp_io::lock::OutputLock::file(out)?;
     let loaded = load(data)?;
     let set = load_answers(answers)?;
     let s = match &loaded {
@@ -349,6 +382,7 @@ pub struct ScoreArgs {
 
 /// Runs `score`.
 pub fn run_score(args: &ScoreArgs) -> Result<RunResults> {
+    let _lock = amp_io::lock::OutputLock::file(&args.out)?;
     let loaded = load(&args.data)?;
     let set = load_answers(&args.answers)?;
     let judgments = || {
@@ -470,17 +504,24 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "score", "--bench", "pope", "--answers", "a", "--out", "o"]).is_err());
     }
 
+    /// A valid 4x4 RGB PNG (answering decodes images before a responder sees them).
+    const TINY_PNG: [u8; 73] = [
+        137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 0, 4, 0, 0, 0, 4, 8, 2, 0, 0, 0, 38, 147, 9, 41,
+        0, 0, 0, 16, 73, 68, 65, 84, 120, 156, 99, 56, 33, 39, 7, 71, 12, 196, 113, 0, 177, 99, 16, 65, 59, 75, 99, 130,
+        0, 0, 0, 0, 73, 69, 78, 68, 174, 66, 96, 130,
+    ];
+
     #[test]
     fn score_and_compare_pope_end_to_end() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("coco_pope_random.json");
         std::fs::write(
             &data,
-            "{\"question_id\":1,\"image\":\"a.jpg\",\"text\":\"Is there a cat?\",\"label\":\"yes\"}\n\
-             {\"question_id\":2,\"image\":\"a.jpg\",\"text\":\"Is there a dog?\",\"label\":\"no\"}\n",
+            "{\"question_id\":1,\"image\":\"a.png\",\"text\":\"Is there a cat?\",\"label\":\"yes\"}\n\
+             {\"question_id\":2,\"image\":\"a.png\",\"text\":\"Is there a dog?\",\"label\":\"no\"}\n",
         )
         .unwrap();
-        std::fs::write(dir.path().join("a.jpg"), b"\xff\xd8\xff").unwrap();
+        std::fs::write(dir.path().join("a.png"), TINY_PNG).unwrap();
         struct Yes;
         impl Responder for Yes {
             fn name(&self) -> String {
@@ -490,11 +531,19 @@ mod tests {
                 serde_json::json!({"greedy": true})
             }
             fn respond(&self, image: &[u8], _: &[crate::responder::Turn]) -> std::result::Result<String, String> {
-                assert_eq!(image, b"\xff\xd8\xff");
+                assert_eq!(image, TINY_PNG);
                 Ok("Yes, there is.".into())
             }
         }
-        let d = DataArgs { bench: Benchmark::Pope, data: vec![data], pope_split: None, llava_references: None, llava_captions: None, limit: None };
+        let d = DataArgs {
+            bench: Benchmark::Pope,
+            data: vec![data],
+            pope_split: None,
+            llava_references: None,
+            llava_captions: None,
+            limit: None,
+            allow_outside_root: false,
+        };
         let answers = dir.path().join("answers.jsonl");
         let s = run_answer_with(&d, Some(dir.path()), &answers, &Yes).unwrap();
         assert_eq!(s.generated, 2);

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{BenchError, Result};
+use amp_io::paths::DataRoot;
 
 /// Where an item's image is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,17 +45,41 @@ mod b64 {
 }
 
 impl ImageRef {
-    /// Reads the image bytes (a file is looked up under `image_dir`, or as given if absolute).
+    /// Reads the image bytes: a file is looked up under `image_dir` (or the working directory)
+    /// and must not leave it. See [`ImageRef::load_checked`] for the decoded variant.
     pub fn load(&self, image_dir: Option<&Path>) -> Result<Vec<u8>> {
+        self.load_within(&DataRoot::new(image_dir.unwrap_or(Path::new(".")), false))
+    }
+
+    /// Reads the image bytes, a file resolved under `root` (escapes refused unless the root
+    /// allows them).
+    pub fn load_within(&self, root: &DataRoot) -> Result<Vec<u8>> {
         match self {
             ImageRef::Bytes(b) => Ok(b.clone()),
-            ImageRef::File(_) => {
-                let p = self.resolve(image_dir).expect("file refs resolve");
+            ImageRef::File(name) => {
+                let p = root.resolve(name).map_err(|e| BenchError::Invalid(format!("image: {e}")))?;
                 std::fs::read(&p).map_err(|e| BenchError::io(&p, e))
             }
             ImageRef::None => Err(BenchError::Invalid("item has no image".into())),
         }
     }
+
+    /// [`load_within`](Self::load_within), then a full decode: only a valid PNG or JPEG of
+    /// plausible size is returned (what is sent to a model).
+    pub fn load_checked(&self, root: &DataRoot) -> Result<Vec<u8>> {
+        let bytes = self.load_within(root)?;
+        amp_io::image_check::decode(&bytes).map_err(|e| BenchError::Invalid(format!("image {}: {e}", self.describe())))?;
+        Ok(bytes)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ImageRef::File(n) => format!("{n:?}"),
+            ImageRef::Bytes(b) => format!("(inline, {} bytes)", b.len()),
+            ImageRef::None => "(none)".into(),
+        }
+    }
+
     /// The path of a file reference.
     pub fn resolve(&self, image_dir: Option<&Path>) -> Option<PathBuf> {
         match self {
@@ -158,23 +183,28 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| BenchError::io(path, e))
 }
 
-/// Reads a JSON array file, or a JSONL file (one object per line), into values.
-/// Line numbers (1-based) are named in JSONL parse errors.
+/// Reads a JSON array file, or a JSONL file (one object per line), into values. JSONL is read
+/// strictly (a malformed or truncated line names its 1-based line; a complete last line without
+/// a newline is fine); a file with no record at all is an error (never "0 judged").
 pub fn read_records(path: &Path) -> Result<Vec<Value>> {
     let text = read(path)?;
     let trimmed = text.trim_start();
-    if trimmed.starts_with('[') {
-        return serde_json::from_str::<Vec<Value>>(&text)
-            .map_err(|e| BenchError::Parse { path: path.into(), reason: format!("not a JSON array of records: {e}") });
-    }
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+    let no_records = || BenchError::Parse {
+        path: path.into(),
+        reason: "no records: the benchmark file is empty (expected a JSON array of records or JSON Lines)".into(),
+    };
+    let out = if trimmed.starts_with('[') {
+        serde_json::from_str::<Vec<Value>>(&text)
+            .map_err(|e| BenchError::Parse { path: path.into(), reason: format!("not a JSON array of records: {e}") })?
+    } else {
+        match amp_io::jsonl::parse_strict::<Value>(path, text.as_bytes()) {
+            Ok(v) => v.into_iter().map(|l| l.value).collect(),
+            Err(amp_io::jsonl::JsonlError::Empty { .. }) => return Err(no_records()),
+            Err(e) => return Err(crate::jsonl::parse_error(e)),
         }
-        let v = serde_json::from_str(line)
-            .map_err(|e| BenchError::Parse { path: path.into(), reason: format!("line {}: invalid JSON: {e}", i + 1) })?;
-        out.push(v);
+    };
+    if out.is_empty() {
+        return Err(no_records());
     }
     Ok(out)
 }

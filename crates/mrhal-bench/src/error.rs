@@ -49,6 +49,9 @@ pub enum BenchError {
     /// The chat client failed in a way that is not a per-item judge failure.
     #[error(transparent)]
     Chat(#[from] amp_chat::ChatError),
+    /// Another process is writing the same output.
+    #[error(transparent)]
+    Lock(#[from] amp_io::lock::LockError),
     /// Plotting failed.
     #[error("chart {path}: {reason}", path = path.display())]
     Plot {

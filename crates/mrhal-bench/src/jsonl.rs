@@ -20,8 +20,8 @@ pub struct JsonlLog {
 
 impl JsonlLog {
     /// Opens (creating) `path` and returns the log plus the records already in it.
-    /// A torn final line (no newline: a kill mid-write) is cut off; any other bad line is an
-    /// error naming the file and line.
+    /// A torn final line (no newline: a kill mid-write) is cut off and reported on stderr; any
+    /// other bad line is an error naming the file and line.
     pub fn open<T: DeserializeOwned>(path: &Path) -> Result<(Self, Vec<T>)> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| BenchError::io(dir, e))?;
@@ -32,15 +32,15 @@ impl JsonlLog {
             .create(true)
             .open(path)
             .map_err(|e| BenchError::io(path, e))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).map_err(|e| BenchError::io(path, e))?;
-        if !text.is_empty() && !text.ends_with('\n') {
-            let keep = text.rfind('\n').map_or(0, |i| i + 1);
-            file.set_len(keep as u64).map_err(|e| BenchError::io(path, e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| BenchError::io(path, e))?;
+        let r = amp_io::jsonl::parse_resume::<T>(path, &bytes).map_err(parse_error)?;
+        if let Some(t) = r.dropped {
+            eprintln!("{}", t.note(path));
+            file.set_len(r.good_len).map_err(|e| BenchError::io(path, e))?;
             file.seek(SeekFrom::End(0)).map_err(|e| BenchError::io(path, e))?;
-            text.truncate(keep);
         }
-        let records = parse_lines(path, &text)?;
+        let records = r.rows.into_iter().map(|l| l.value).collect();
         Ok((JsonlLog { path: path.to_path_buf(), file: Mutex::new(file) }, records))
     }
 
@@ -58,24 +58,34 @@ impl JsonlLog {
     }
 }
 
-fn parse_lines<T: DeserializeOwned>(path: &Path, text: &str) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+/// A strict-reader error as this crate's error (file and line kept in the message).
+pub(crate) fn parse_error(e: amp_io::jsonl::JsonlError) -> BenchError {
+    use amp_io::jsonl::JsonlError as J;
+    match e {
+        J::Io { path, source } => BenchError::Io { path, source },
+        other => {
+            let msg = other.to_string();
+            let path = match &other {
+                J::Empty { path } | J::Array { path } | J::Malformed { path, .. } | J::Io { path, .. } => path.clone(),
+            };
+            let reason = msg.strip_prefix(&format!("{}: ", path.display())).unwrap_or(&msg).to_string();
+            BenchError::Parse { path, reason }
         }
-        out.push(serde_json::from_str(line).map_err(|e| BenchError::Parse {
-            path: path.into(),
-            reason: format!("line {}: not a valid record: {e}", i + 1),
-        })?);
     }
-    Ok(out)
 }
 
-/// Reads every record of a JSONL file written by [`JsonlLog`] (read-only; a torn final line is
-/// ignored).
+/// Reads a JSONL file handed in as input (an answers or judgments file written by an earlier
+/// command) strictly, with line numbers: a malformed or truncated line, or a JSON array, is an
+/// error naming the file and line. An empty file has no records (nothing was done yet).
+pub fn read_jsonl_lines<T: DeserializeOwned>(path: &Path) -> Result<Vec<amp_io::jsonl::Line<T>>> {
+    match amp_io::jsonl::read_strict(path) {
+        Ok(v) => Ok(v),
+        Err(amp_io::jsonl::JsonlError::Empty { .. }) => Ok(Vec::new()),
+        Err(e) => Err(parse_error(e)),
+    }
+}
+
+/// [`read_jsonl_lines`] without the line numbers.
 pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
-    let text = std::fs::read_to_string(path).map_err(|e| BenchError::io(path, e))?;
-    let body = if text.ends_with('\n') || text.is_empty() { &text[..] } else { &text[..text.rfind('\n').map_or(0, |i| i + 1)] };
-    parse_lines(path, body)
+    Ok(read_jsonl_lines(path)?.into_iter().map(|l| l.value).collect())
 }

@@ -1,5 +1,6 @@
 //! The LLM judge: an OpenAI-compatible model (via `amp-chat`) with retries, backoff,
-//! `Retry-After`, a timeout, bounded concurrency and an fsync'd response cache.
+//! `Retry-After`, a timeout, bounded concurrency and an fsync'd response cache that keeps only
+//! replies that parse into a rating.
 
 use std::collections::BTreeMap;
 
@@ -60,7 +61,7 @@ impl LlmJudge {
         &self,
         (system, user): (String, String),
         prompt_hash: String,
-        parse: impl FnOnce(&str) -> Result<T, JudgeFailure>,
+        parse: impl Fn(&str) -> Result<T, JudgeFailure>,
     ) -> Result<Verdict<T>, JudgeFailure> {
         let mut msgs = Vec::with_capacity(2);
         if !system.is_empty() {
@@ -69,7 +70,12 @@ impl LlmJudge {
         msgs.push(Message::user(user));
         let mut req = ChatRequest::new("", msgs).temperature(self.params.temperature).max_tokens(self.params.max_tokens);
         req.seed = self.params.seed;
-        let resp = self.client.complete(&req).map_err(|e| JudgeFailure::Api(e.to_string()))?;
+        // Only a reply that parses into a rating is cached: a one-off unparsable reply is asked
+        // again on a rerun instead of being replayed forever (docs/reliability.md).
+        let resp = self
+            .client
+            .complete_validated(&req, |r| parse(&r.content).is_ok())
+            .map_err(|e| JudgeFailure::Api(e.to_string()))?;
         let value = parse(&resp.content)?;
         let judge_model = if resp.model.is_empty() { "(not reported by server)".to_string() } else { resp.model };
         Ok(Verdict { value, judge_model, raw: resp.content, prompt_hash })

@@ -88,7 +88,11 @@ fn load_judgments(path: &Path) -> Result<HashMap<String, JudgmentRecord>> {
     if !path.exists() {
         return Ok(HashMap::new());
     }
-    let recs: Vec<JudgmentRecord> = read_jsonl(path)?;
+    Ok(index_judgments(read_jsonl(path)?))
+}
+
+/// The verdict that counts per item id.
+fn index_judgments(recs: Vec<JudgmentRecord>) -> HashMap<String, JudgmentRecord> {
     let mut map: HashMap<String, JudgmentRecord> = HashMap::new();
     for r in recs {
         // A later record replaces an earlier one unless it would replace a success with a
@@ -100,7 +104,7 @@ fn load_judgments(path: &Path) -> Result<HashMap<String, JudgmentRecord>> {
             }
         }
     }
-    Ok(map)
+    map
 }
 
 fn run_jobs(
@@ -116,8 +120,7 @@ fn run_jobs(
     if let Some(r) = existing.iter().find(|r| r.bench != bench) {
         return Err(BenchError::Invalid(format!("{}: holds {} judgments; this run is {bench}", out.display(), r.bench)));
     }
-    drop(existing);
-    let done = load_judgments(out)?;
+    let done = index_judgments(existing);
     let (todo, skipped): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| {
         !matches!(done.get(&j.id), Some(r) if r.ok
             && r.answer_hash == answer_hash(&j.answers)

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use amp_chat::mock::{MockReply, MockServer};
 use amp_chat::{ChatClient, ChatConfig};
+use amp_io::paths::DataRoot;
 use mrhal_bench::answers::{generate_answers, load_answers, mrhal_tasks, Benchmark};
 use mrhal_bench::data::load_mrhal;
 use mrhal_bench::jsonl::read_jsonl;
@@ -16,6 +17,9 @@ use mrhal_bench::LlmJudge;
 use serde_json::json;
 
 const N: usize = 8;
+
+/// A valid 4x4 PNG, base64 (answering decodes images before a responder sees them).
+const TINY_PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAIAAAAmkwkpAAAAEElEQVR4nGM4IScHRwzEcQCxYxBBO0tjggAAAABJRU5ErkJggg==";
 
 struct Echo;
 impl Responder for Echo {
@@ -33,13 +37,13 @@ impl Responder for Echo {
 fn setup(dir: &Path) {
     let items: Vec<_> = (0..N)
         .map(|i| {
-            json!({"id": format!("d{i}"), "image": {"bytes": "AAAA"}, "image_content": ["x"],
+            json!({"id": format!("d{i}"), "image": {"bytes": TINY_PNG_B64}, "image_content": ["x"],
                    "revised": [{"from":"human","value":format!("<image>\nq{i}")},{"from":"gpt","value":"r"}]})
         })
         .collect();
     std::fs::write(dir.join("gt.json"), serde_json::to_string(&items).unwrap()).unwrap();
     let data = load_mrhal(&dir.join("gt.json")).unwrap();
-    generate_answers(&Echo, Benchmark::Mrhal, &mrhal_tasks(&data), None, &dir.join("answers.jsonl"), 1).unwrap();
+    generate_answers(&Echo, Benchmark::Mrhal, &mrhal_tasks(&data), &DataRoot::new(dir, false), &dir.join("answers.jsonl"), 1).unwrap();
 }
 
 fn judge_once(dir: &Path, base_url: &str) -> u64 {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use amp_chat::mock::{MockReply, MockServer};
 use amp_chat::{Backoff, ChatClient, ChatConfig};
+use amp_io::paths::DataRoot;
 use mrhal_bench::answers::{generate_answers, load_answers, mrhal_tasks, Benchmark};
 use mrhal_bench::data::load_mrhal;
 use mrhal_bench::report::{bar_chart, markdown_table, read_results, write_results};
@@ -14,6 +15,13 @@ use mrhal_bench::responder::{Decoding, OpenAiResponder, Responder, Turn};
 use mrhal_bench::runner::{judge_mrhal, score_mrhal, RunResults};
 use mrhal_bench::LlmJudge;
 use serde_json::{json, Value};
+
+/// A valid 4x4 RGB PNG (answering decodes images before a responder sees them).
+const TINY_PNG: [u8; 73] = [
+    137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 0, 4, 0, 0, 0, 4, 8, 2, 0, 0, 0, 38, 147, 9, 41, 0,
+    0, 0, 16, 73, 68, 65, 84, 120, 156, 99, 56, 33, 39, 7, 71, 12, 196, 113, 0, 177, 99, 16, 65, 59, 75, 99, 130, 0, 0, 0,
+    0, 73, 69, 78, 68, 174, 66, 96, 130,
+];
 
 fn write_mrhal(dir: &Path, rounds: &[(&str, usize)]) -> std::path::PathBuf {
     let items: Vec<Value> = rounds
@@ -25,7 +33,7 @@ fn write_mrhal(dir: &Path, rounds: &[(&str, usize)]) -> std::path::PathBuf {
                     [json!({"from":"human","value": q}), json!({"from":"gpt","value": format!("{id}-REF{r}")})]
                 })
                 .collect();
-            std::fs::write(dir.join(format!("{id}.png")), b"\x89PNG fake image bytes").unwrap();
+            std::fs::write(dir.join(format!("{id}.png")), TINY_PNG).unwrap();
             json!({"id": id, "image": format!("{id}.png"), "image_content": ["cat", "mat"], "label": "existence", "revised": conv})
         })
         .collect();
@@ -86,14 +94,14 @@ fn mrhal_answers_use_own_history_and_resume_after_failure() {
     let responder = OpenAiResponder { client: ChatClient::new(config(&server, "llava-test")).unwrap(), decoding: Decoding::default(), system: None };
     let out = dir.path().join("answers.jsonl");
     let tasks = mrhal_tasks(&items);
-    let s = generate_answers(&responder, Benchmark::Mrhal, &tasks, Some(dir.path()), &out, 2).unwrap();
+    let s = generate_answers(&responder, Benchmark::Mrhal, &tasks, &DataRoot::new(dir.path(), false), &out, 2).unwrap();
     // d1: 2, d2: round 0 only (round 1 fails after 1 retry = 2 requests), d3: 1.
     assert_eq!(s.generated, 4);
     assert_eq!(s.failed.len(), 1);
     assert_eq!(s.failed[0].0, "d2");
     assert_eq!(server.requests(), 2 + 1 + 2 + 1);
     *fail.lock().unwrap() = false;
-    let s = generate_answers(&responder, Benchmark::Mrhal, &tasks, Some(dir.path()), &out, 2).unwrap();
+    let s = generate_answers(&responder, Benchmark::Mrhal, &tasks, &DataRoot::new(dir.path(), false), &out, 2).unwrap();
     assert_eq!((s.generated, s.resumed, s.failed.len()), (2, 4, 0));
     assert_eq!(server.requests(), 6 + 2, "only d2 rounds 1 and 2 are asked again");
     assert!(violations.lock().unwrap().is_empty(), "{:?}", violations.lock().unwrap());
@@ -103,7 +111,7 @@ fn mrhal_answers_use_own_history_and_resume_after_failure() {
     assert_eq!(set.decoding["temperature"], 0.0);
     // Another model writing into the same file is refused.
     let other = OpenAiResponder { client: ChatClient::new(config(&server, "other")).unwrap(), decoding: Decoding::default(), system: None };
-    assert!(generate_answers(&other, Benchmark::Mrhal, &tasks, Some(dir.path()), &out, 1).is_err());
+    assert!(generate_answers(&other, Benchmark::Mrhal, &tasks, &DataRoot::new(dir.path(), false), &out, 1).is_err());
 }
 
 /// A local responder (as the lead's `mllm` adapter will be).
@@ -127,7 +135,7 @@ fn judging_resumes_after_kill_caches_and_reports_missing() {
     let gt = write_mrhal(dir.path(), &ids);
     let items = load_mrhal(&gt).unwrap();
     let answers = dir.path().join("answers.jsonl");
-    generate_answers(&EchoResponder, Benchmark::Mrhal, &mrhal_tasks(&items), Some(dir.path()), &answers, 1).unwrap();
+    generate_answers(&EchoResponder, Benchmark::Mrhal, &mrhal_tasks(&items), &DataRoot::new(dir.path(), false), &answers, 1).unwrap();
     let set = load_answers(&answers).unwrap();
 
     // Judge: "Ratings: [...]" with one rating per "Round k" block; d5 gets an unparsable
@@ -203,15 +211,16 @@ fn judging_resumes_after_kill_caches_and_reports_missing() {
     assert!((r.metrics["cumulative_score"] - 2.25).abs() < 1e-12);
     assert!((r.metrics["cumulative_hallucination_rate"] - 0.5).abs() < 1e-12);
 
-    // Run 3 after losing the judgments file: everything that succeeded or was answered
-    // (including d5's unparsable reply) comes from the cache; only d6 reaches the server.
+    // Run 3 after losing the judgments file: every verdict that parsed comes from the cache;
+    // d5's unparsable reply was never cached (a one-off bad reply must not become permanent,
+    // docs/reliability.md), so d5 is asked again (1 request) and d6 too (1 + 1 retry).
     std::fs::remove_file(&judgments).unwrap();
     let judge = LlmJudge::new(ChatClient::new(cfg).unwrap());
     let before = server.requests();
     let s = judge_mrhal(&judge, &items, &set, &judgments, 2).unwrap();
     assert_eq!(s.judged, 4);
-    assert_eq!(server.requests() - before, 2);
-    assert_eq!(judge.client.stats().cache_hits, 5);
+    assert_eq!(server.requests() - before, 3);
+    assert_eq!(judge.client.stats().cache_hits, 4);
 }
 
 fn results(model: &str, cum: f64, rate: Option<f64>) -> RunResults {

@@ -101,12 +101,19 @@ impl FineTuner for RecordingTuner {
 }
 
 /// Writes `n` LLaVA records (multi-round for odd ids) with tiny image files into `dir`.
+/// A valid 4x4 RGB PNG (the loaders decode image headers; the upload path decodes it fully).
+pub const TINY_PNG: [u8; 73] = [
+    137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 0, 4, 0, 0, 0, 4, 8, 2, 0, 0, 0, 38, 147, 9, 41,
+    0, 0, 0, 16, 73, 68, 65, 84, 120, 156, 99, 56, 33, 39, 7, 71, 12, 196, 113, 0, 177, 99, 16, 65, 59, 75, 99, 130, 0,
+    0, 0, 0, 73, 69, 78, 68, 174, 66, 96, 130,
+];
+
 pub fn write_llava(dir: &Path, n: usize) -> PathBuf {
     std::fs::create_dir_all(dir.join("images")).unwrap();
     let mut recs = Vec::new();
     for i in 0..n {
         let img = format!("images/{i}.png");
-        std::fs::write(dir.join(&img), b"\x89PNG\r\n\x1a\nfake image bytes").unwrap();
+        std::fs::write(dir.join(&img), TINY_PNG).unwrap();
         let mut conv = vec![
             serde_json::json!({"from": "human", "value": format!("<image>\nDescribe picture {i}.")}),
             serde_json::json!({"from": "gpt", "value": format!("A red car is parked near a tree. Picture {i}.")}),

@@ -134,7 +134,11 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepLog>> {
         }
         match serde_json::from_str::<StepLog>(line) {
             Ok(r) => out.push(r),
-            Err(_) if i == last => {}
+            Err(e) if i == last => eprintln!(
+                "{}: dropping the torn last line {} (the previous run was killed while writing it: {e}); that step is redone",
+                path.display(),
+                i + 1
+            ),
             Err(e) => {
                 return Err(MdpoError::Data { path: path.into(), location: format!("line {}", i + 1), message: e.to_string() })
             }
