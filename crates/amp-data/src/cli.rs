@@ -2,17 +2,19 @@
 //!
 //! ```text
 //! generate  --input llava.json --out gen.jsonl --server-expert 34b=llava-v1.6-34b@http://h:8000/v1 ...
+//! generate  --input llava.json --out gen.jsonl --ig-base DIR --ig-subsets 3 --ig-sft sft.json   (IG; `amp` only)
 //! check     --generated gen.jsonl --out-dir out/           (writes out/checked.jsonl + amp.json ...)
+//! check     --out-dir out/ --explain ID                    (one sample's auto-check table)
 //! merge     --inputs out/checked-0-of-2.jsonl out/checked-1-of-2.jsonl --out-dir out/
 //! ```
 //!
-//! Local models and Incremental Generation need code, not flags: build the ordered experts (e.g.
-//! mllm LLaVA adapters for MEG, or [`crate::generate::incremental_experts`] with a
-//! [`crate::generate::FineTuner`] for IG) and pass them to [`run_generate_with`]; pass CLIP/BERT
-//! text encoders to [`run_check_with`].
+//! Local models need code: build the ordered experts (e.g. mllm LLaVA adapters for MEG) and pass
+//! them to [`run_generate_with`]; for Incremental Generation parse [`IgArgs`] and pass the base
+//! model and a [`crate::generate::FineTuner`] to [`run_generate_ig`] (the `amp` binary does both
+//! with mllm models); pass CLIP/BERT text encoders to [`run_check_with`].
 use crate::autocheck::{AutoCheckConfig, AutoChecker, SentenceEmbedder};
 use crate::chunker::Chunker;
-use crate::data::load_llava;
+use crate::data::{load_llava, InstructionRecord};
 use crate::error::{AmpDataError, Result};
 use crate::generate::{multi_size_experts, Expert, GenParams, OpenAiGenerator};
 use crate::pipeline::{self, CheckedRow, FinalOutputs, GeneratedRow, RunSummary, Shard};
@@ -59,8 +61,12 @@ pub struct GenerateArgs {
     /// Output JSONL of generated rows; rerunning skips the ids already in it.
     #[arg(long)]
     pub out: PathBuf,
-    /// An expert behind an OpenAI-compatible server, `NAME=MODEL@BASE_URL`; repeat it, largest
-    /// model first (that order is the initial ranking).
+    /// An expert behind an OpenAI-compatible server, `NAME=MODEL@BASE_URL`, optionally followed
+    /// by a JSON object of extra request-body fields for that server; repeat it, largest model
+    /// first (that order is the initial ranking). The paper decodes with 4-beam search (A.3.1),
+    /// which the OpenAI API lacks; vLLM's server takes it as extra fields:
+    /// `34b=llava-v1.6-34b@http://h:8000/v1{"use_beam_search":true,"best_of":4,"length_penalty":1.0}`.
+    /// The fields are recorded with every response (`decoding` in the rows and meta.jsonl).
     #[arg(long = "server-expert")]
     pub server_experts: Vec<String>,
     /// Bearer key for the servers.
@@ -95,11 +101,27 @@ pub fn server_experts(args: &GenerateArgs) -> Result<Vec<Expert>> {
                     "--server-expert {spec:?}: expected NAME=MODEL@BASE_URL"
                 ))
             };
-            let (name, rest) = spec.split_once('=').ok_or_else(bad)?;
+            let (head, extra) = match spec.find('{') {
+                Some(i) => (&spec[..i], Some(&spec[i..])),
+                None => (spec.as_str(), None),
+            };
+            let (name, rest) = head.split_once('=').ok_or_else(bad)?;
             let (model, url) = rest.split_once('@').ok_or_else(bad)?;
+            let url = url.trim();
             if name.is_empty() || model.is_empty() || url.is_empty() {
                 return Err(bad());
             }
+            let extra = match extra {
+                None => serde_json::Map::new(),
+                Some(j) => match serde_json::from_str::<serde_json::Value>(j) {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    Ok(_) | Err(_) => {
+                        return Err(AmpDataError::Config(format!(
+                            "--server-expert {name}: the extra decoding fields {j:?} are not a JSON object"
+                        )))
+                    }
+                },
+            };
             let mut cfg = amp_chat::ChatConfig::new(url, model);
             cfg.api_key = args.api_key.clone();
             cfg.concurrency = args.concurrency.max(1);
@@ -108,7 +130,9 @@ pub fn server_experts(args: &GenerateArgs) -> Result<Vec<Expert>> {
                 .map_err(|e| AmpDataError::Config(format!("{spec}: {e}")))?;
             Ok(Expert {
                 name: name.to_string(),
-                generator: Arc::new(OpenAiGenerator::new(client, model, args.decoding.params())),
+                generator: Arc::new(
+                    OpenAiGenerator::new(client, model, args.decoding.params()).with_extra(extra)?,
+                ),
             })
         })
         .collect()
@@ -123,7 +147,16 @@ pub fn run_generate(args: &GenerateArgs) -> Result<RunSummary> {
 pub fn run_generate_with(args: &GenerateArgs, pool: Vec<Expert>) -> Result<RunSummary> {
     let experts = multi_size_experts(pool, args.levels)?;
     let records = load_llava(&args.input, args.image_folder.as_deref())?;
-    let s = pipeline::generate(&records, &experts, &args.out, args.shard, args.jobs)?;
+    generate_records(args, &records, &experts)
+}
+
+/// Runs stage 1 over `records` with `experts` and reports what it did.
+fn generate_records(
+    args: &GenerateArgs,
+    records: &[InstructionRecord],
+    experts: &[Expert],
+) -> Result<RunSummary> {
+    let s = pipeline::generate(records, experts, &args.out, args.shard, args.jobs)?;
     eprintln!(
         "generate: shard {} has {} records: {} done before, {} generated now -> {}",
         args.shard,
@@ -135,16 +168,180 @@ pub fn run_generate_with(args: &GenerateArgs, pool: Vec<Expert>) -> Result<RunSu
     Ok(s)
 }
 
+/// Incremental Generation flags (§3.1.2, Algorithm 1).
+///
+/// The paper's setting: the fine-tuning set F is split into **K − 2 equal parts**; the base model
+/// M is fine-tuned on each cumulative subset [F1..Fi] (i = 1..K−2), and the responses rank
+/// standard > M(F1..F_{K−2}) > … > M(F1) > M. The paper fine-tunes LLaVA-v1.5-7B on 30k, 60k
+/// and 90k pairs (K − 2 = 3, so K = 5). Here each fine-tune trains a LoRA adapter on the
+/// cumulative subset and its answers make one level.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct IgArgs {
+    /// The pre-trained model M (a LLaVA checkpoint directory): turns on Incremental Generation.
+    #[arg(long)]
+    pub ig_base: Option<PathBuf>,
+    /// Number of cumulative subsets, K − 2 (the paper: 3, i.e. K = 5); `--levels`, when given,
+    /// must equal this + 2.
+    #[arg(long, requires = "ig_base")]
+    pub ig_subsets: Option<usize>,
+    /// The fine-tuning set F as LLaVA JSON (default: the first `--ig-fraction` of `--input`,
+    /// whose remaining records are then the preference prompts answered).
+    #[arg(long, requires = "ig_base")]
+    pub ig_sft: Option<PathBuf>,
+    /// The share of the fine-tuning data used as F (its first records): of `--ig-sft` when
+    /// given (default 1), else of `--input` (required then, in (0, 1)).
+    #[arg(long, requires = "ig_base")]
+    pub ig_fraction: Option<f64>,
+    /// Where the adapters go, one directory per subset (default: `<out>.ig/` beside `--out`).
+    /// A rerun reuses a finished adapter whose key (subset, settings, base weights) matches, and
+    /// resumes an unfinished one from its newest checkpoint.
+    #[arg(long, requires = "ig_base")]
+    pub ig_dir: Option<PathBuf>,
+    /// Epochs over each cumulative subset (the same recipe for every subset, as in the paper).
+    #[arg(long, default_value_t = 1)]
+    pub ig_epochs: usize,
+    #[arg(long, default_value_t = 2e-4)]
+    pub ig_lr: f64,
+    #[arg(long, default_value_t = 4)]
+    pub ig_batch_size: usize,
+    /// LoRA rank and alpha of the adapters (the paper's LLaVA recipe: 128 / 256).
+    #[arg(long, default_value_t = 128)]
+    pub ig_lora_r: i64,
+    #[arg(long, default_value_t = 256.0)]
+    pub ig_lora_alpha: f64,
+    /// Truncate encoded conversations to this many tokens while fine-tuning.
+    #[arg(long)]
+    pub ig_max_len: Option<usize>,
+    /// Checkpoint every N optimizer steps (what a killed fine-tune resumes from).
+    #[arg(long, default_value_t = 50)]
+    pub ig_save_every: usize,
+    #[arg(long, default_value_t = 42)]
+    pub ig_seed: u64,
+}
+
+impl IgArgs {
+    /// The adapters' directory for a run writing `out`.
+    pub fn dir(&self, out: &Path) -> PathBuf {
+        self.ig_dir.clone().unwrap_or_else(|| {
+            let mut s = out.as_os_str().to_owned();
+            s.push(".ig");
+            PathBuf::from(s)
+        })
+    }
+
+    /// The number of levels K of this run (`--ig-subsets` + 2, checked against `--levels`).
+    pub fn levels(&self, levels: Option<usize>) -> Result<usize> {
+        let k = match (self.ig_subsets, levels) {
+            (Some(n), None) => n + 2,
+            (None, Some(k)) => k,
+            (Some(n), Some(k)) if n + 2 == k => k,
+            (Some(n), Some(k)) => {
+                return Err(AmpDataError::Config(format!(
+                    "--ig-subsets {n} gives K = {} levels (standard, {n} fine-tuned models, base) but --levels says {k}",
+                    n + 2
+                )))
+            }
+            (None, None) => {
+                return Err(AmpDataError::Config(
+                    "Incremental Generation needs --ig-subsets N (K - 2; the paper: 3) or --levels K".into(),
+                ))
+            }
+        };
+        if k < 3 {
+            return Err(AmpDataError::Config(format!(
+                "Incremental Generation needs at least one subset (K >= 3), got K = {k}"
+            )));
+        }
+        Ok(k)
+    }
+
+    /// Splits the data: (the fine-tuning set F, the preference prompts).
+    pub fn split(
+        &self,
+        input: Vec<InstructionRecord>,
+        input_path: &Path,
+        image_folder: Option<&Path>,
+    ) -> Result<(Vec<InstructionRecord>, Vec<InstructionRecord>)> {
+        let take = |n: usize, f: f64, what: &str| -> Result<usize> {
+            let m = (f * n as f64).round() as usize;
+            if !(f > 0.0 && f <= 1.0) || m == 0 {
+                return Err(AmpDataError::Config(format!(
+                    "--ig-fraction {f}: must be in (0, 1] and keep at least one record of {what} ({n} records)"
+                )));
+            }
+            Ok(m)
+        };
+        match &self.ig_sft {
+            Some(p) => {
+                let sft = load_llava(p, image_folder)?;
+                let m = take(
+                    sft.len(),
+                    self.ig_fraction.unwrap_or(1.0),
+                    &p.display().to_string(),
+                )?;
+                Ok((sft.into_iter().take(m).collect(), input))
+            }
+            None => {
+                let f = self.ig_fraction.ok_or_else(|| {
+                    AmpDataError::Config(
+                        "Incremental Generation needs its fine-tuning data: --ig-sft FILE, or --ig-fraction F to use the first F of --input"
+                            .into(),
+                    )
+                })?;
+                let m = take(input.len(), f, &input_path.display().to_string())?;
+                if m >= input.len() {
+                    return Err(AmpDataError::Config(format!(
+                        "--ig-fraction {f} leaves no preference prompts in {} ({} records)",
+                        input_path.display(),
+                        input.len()
+                    )));
+                }
+                let mut sft = input;
+                let prompts = sft.split_off(m);
+                Ok((sft, prompts))
+            }
+        }
+    }
+}
+
+/// `generate` with Incremental Generation: the K − 2 fine-tunes of `base` by `tuner` on the
+/// cumulative subsets of F, then every expert (most data first, `base` last) answers the
+/// preference prompts. Resumable: the tuner reuses finished fine-tunes, the rows file skips done
+/// records.
+pub fn run_generate_ig(
+    args: &GenerateArgs,
+    ig: &IgArgs,
+    base: Expert,
+    tuner: &dyn crate::generate::FineTuner,
+) -> Result<RunSummary> {
+    let levels = ig.levels(args.levels)?;
+    let input = load_llava(&args.input, args.image_folder.as_deref())?;
+    let (sft, prompts) = ig.split(input, &args.input, args.image_folder.as_deref())?;
+    let experts = crate::generate::incremental_experts(base, tuner, &sft, levels)?;
+    eprintln!(
+        "generate (IG): K = {levels}: {} fine-tuned experts on cumulative subsets of {} records, then the base; {} prompts",
+        levels - 2,
+        sft.len(),
+        prompts.len()
+    );
+    generate_records(args, &prompts, &experts)
+}
+
 /// `check`: the auto-check re-ranking, then the AMP training files.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CheckArgs {
     /// Generated rows (one or more JSONL files, e.g. the shards of `generate`).
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, required_unless_present = "explain", num_args = 1..)]
     pub generated: Vec<PathBuf>,
     /// Output directory: `checked.jsonl` (or `checked-i-of-n.jsonl` for a shard), and for an
-    /// unsharded run `amp.json`, `meta.jsonl`, `stats.json`.
+    /// unsharded run `amp.json`, `meta.jsonl`, `diagnostics.jsonl`, `stats.json`.
     #[arg(long)]
     pub out_dir: PathBuf,
+    /// Print one sample's auto-check table (chunks, best matches and similarities, the ranking
+    /// before and after) from `OUT_DIR/diagnostics.jsonl`; with `--generated` the check runs
+    /// (or resumes) first.
+    #[arg(long, value_name = "ID")]
+    pub explain: Option<String>,
     /// Match threshold τ.
     #[arg(long, default_value_t = 0.85)]
     pub tau: f32,
@@ -223,7 +420,32 @@ pub fn run_check_with(
     } else {
         None
     };
+    if let Some(id) = &args.explain {
+        print!("{}", run_explain(&args.out_dir, id)?);
+    }
     Ok(CheckOutcome { summary, outputs })
+}
+
+/// The table of sample `id` from `out_dir/diagnostics.jsonl` (written by an unsharded `check`
+/// or by `merge`).
+pub fn run_explain(out_dir: &Path, id: &str) -> Result<String> {
+    let path = out_dir.join("diagnostics.jsonl");
+    if !path.is_file() {
+        return Err(AmpDataError::data(
+            &path,
+            format!("id {id:?}"),
+            "no diagnostics here: run `amp check` (or `amp merge` for shards) into this directory first",
+        ));
+    }
+    let rows: Vec<crate::explain::SampleDiagnostics> = pipeline::load_rows(&path)?;
+    let d = rows.iter().find(|d| d.id == id).ok_or_else(|| {
+        AmpDataError::data(
+            &path,
+            format!("id {id:?}"),
+            format!("no such sample ({} samples)", rows.len()),
+        )
+    })?;
+    Ok(crate::explain::render(d))
 }
 
 /// Embedder placeholder for `--skip-check` runs.
@@ -234,7 +456,7 @@ impl SentenceEmbedder for NoEmbedder {
         "none".into()
     }
     fn embed(&self, _: &[String]) -> Result<Vec<Vec<f32>>> {
-        Err(AmpDataError::Embedding(
+        Err(AmpDataError::Config(
             "no sentence embedder configured".into(),
         ))
     }
@@ -244,6 +466,15 @@ impl SentenceEmbedder for NoEmbedder {
 /// the noun-chunk and the sentence expert (the paper's chunk expert is a CLIP text encoder: pass
 /// one through [`run_check_with`]). Without it only `--skip-check` works.
 pub fn run_check(args: &CheckArgs) -> Result<CheckOutcome> {
+    if args.generated.is_empty() {
+        if let Some(id) = &args.explain {
+            print!("{}", run_explain(&args.out_dir, id)?);
+            return Ok(CheckOutcome {
+                summary: RunSummary::default(),
+                outputs: None,
+            });
+        }
+    }
     if args.skip_check {
         return run_check_with(args, &NoEmbedder, &NoEmbedder);
     }

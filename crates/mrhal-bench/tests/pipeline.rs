@@ -115,7 +115,7 @@ impl Responder for EchoResponder {
     fn decoding(&self) -> Value {
         json!({"temperature": 0.0, "num_beams": 1, "seed": 3})
     }
-    fn respond(&self, _image: &[u8], turns: &[Turn]) -> Result<String, String> {
+    fn respond(&self, _image: &[u8], turns: &[Turn]) -> Result<String, mrhal_bench::BoxError> {
         Ok(format!("I see {}", turns.last().unwrap().text))
     }
 }
