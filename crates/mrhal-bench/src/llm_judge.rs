@@ -69,7 +69,7 @@ impl LlmJudge {
         msgs.push(Message::user(user));
         let mut req = ChatRequest::new("", msgs).temperature(self.params.temperature).max_tokens(self.params.max_tokens);
         req.seed = self.params.seed;
-        let resp = self.client.complete(&req).map_err(|e| JudgeFailure::Api(e.to_string()))?;
+        let resp = self.client.complete(&req).map_err(|e| JudgeFailure::Api(Box::new(e)))?;
         let value = parse(&resp.content)?;
         let judge_model = if resp.model.is_empty() { "(not reported by server)".to_string() } else { resp.model };
         Ok(Verdict { value, judge_model, raw: resp.content, prompt_hash })
