@@ -164,24 +164,17 @@ fn server_experts_carry_extra_decoding_fields_into_the_request_body_and_the_meta
     let plain = format!("small=llava-7b@{url}");
     let gen = d.join("gen.jsonl");
     let (input_s, gen_s) = (input.to_str().unwrap(), gen.to_str().unwrap());
-    let Cmd::Generate(a) = parse(&[
-        "generate",
-        "--input",
-        input_s,
-        "--out",
-        gen_s,
-        "--server-expert",
-        &beam,
-        "--server-expert",
-        &plain,
-        "--temperature",
-        "0",
-        "--jobs",
-        "1",
-    ]) else {
-        unreachable!()
+    // `generate --input ... --out ...` with the given extra flags.
+    let generate = |flags: &[&str]| {
+        let mut args = vec!["generate", "--input", input_s, "--out", gen_s];
+        args.extend(flags);
+        let Cmd::Generate(a) = parse(&args) else {
+            unreachable!()
+        };
+        cli::run_generate(&a)
     };
-    cli::run_generate(&a).unwrap();
+    let flags = ["--server-expert", &beam, "--server-expert", &plain];
+    generate(&[&flags[..], &["--temperature", "0", "--jobs", "1"]].concat()).unwrap();
     let bodies = bodies.lock().unwrap();
     assert_eq!(
         bodies.len(),
@@ -249,18 +242,9 @@ fn server_experts_carry_extra_decoding_fields_into_the_request_body_and_the_meta
             "standard chat-completions field",
         ),
     ] {
-        let Cmd::Generate(a) = parse(&[
-            "generate",
-            "--input",
-            input_s,
-            "--out",
-            gen_s,
-            "--server-expert",
-            &spec,
-        ]) else {
-            unreachable!()
-        };
-        let e = cli::run_generate(&a).unwrap_err().to_string();
+        let e = generate(&["--server-expert", &spec])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(needle), "{spec}: {e}");
     }
 }
