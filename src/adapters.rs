@@ -6,7 +6,8 @@
 //! | [`amp_data::SentenceEmbedder`] | [`ClipTextEmbedder`] | [`mllm::ClipTextEncoder`], L2-normalised |
 //! | [`mrhal_bench::Judge`] | [`RuleJudge`] | `amp_world::judge` over the world's ground-truth scenes |
 //! | [`amp_data::Generator`], [`mrhal_bench::Responder`] | [`LlavaChat`] | an `mllm` LLaVA + tokenizer + vicuna_v1 template |
-//! | [`amp_data::FineTuner`] | [`LlavaFineTuner`] | `mdpo`'s SFT trainer on an `mllm` LLaVA |
+//! | [`amp_data::FineTuner`] | [`LlavaFineTuner`] | `mdpo`'s SFT trainer on an `mllm` LLaVA (the demo) |
+//! | [`amp_data::FineTuner`] | [`crate::ig::LoraFineTuner`] | LoRA SFT of a LLaVA checkpoint (`amp generate --ig-base`) |
 //!
 //! tch tensors are `Send` but not `Sync`, so models sit behind a [`Mutex`]: the traits that ask
 //! for `Sync` (the data pipeline runs experts from several threads) are served one call at a time
@@ -23,6 +24,24 @@ use amp_world::SceneIndex;
 use mrhal_bench::data::{ImageRef, MrhalDialogue};
 use mrhal_bench::{Judge, JudgeFailure, Verdict};
 use sha2::{Digest, Sha256};
+
+/// A model's own error behind [`ChatModel`], kept as the source of an [`AdapterError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors of the adapters; the model's own error stays the `source`.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    /// The model failed to answer.
+    #[error("{model}: {source}")]
+    Model {
+        model: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The model returned the wrong number of answers for a batch.
+    #[error("{model}: {got} answers for {want} requests")]
+    AnswerCount { model: String, got: usize, want: usize },
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -130,8 +149,35 @@ pub trait ChatModel: Send {
     fn batch_size(&self) -> usize {
         32
     }
-    /// Answers every request; `out[i]` answers `reqs[i]`.
-    fn answer_batch(&mut self, reqs: &[ChatRequest]) -> Result<Vec<String>, String>;
+    /// Answers every request; `out[i]` answers `reqs[i]`. Errors are the model's own.
+    fn answer_batch(&mut self, reqs: &[ChatRequest]) -> Result<Vec<String>, BoxError>;
+}
+
+/// Answers a batch of dialogue states with an `mllm` LLaVA in one `generate` call (what every
+/// [`ChatModel`] over an `mllm` model runs): the image placeholder goes before the first human
+/// turn, the turns are encoded with the model's chat template, each image is preprocessed by the
+/// model's image processor, and the answers are trimmed.
+pub fn decode_batch(
+    llava: &mllm::llava::Llava,
+    tokenizer: &mllm::conversation::ChatTokenizer,
+    images: &mllm::image_processor::ImageProcessor,
+    config: &mllm::generation::GenerationConfig,
+    reqs: &[ChatRequest],
+) -> Result<Vec<String>, BoxError> {
+    let mut prompts = Vec::with_capacity(reqs.len());
+    let mut pixels = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        let mut turns: Vec<String> = r.turns.iter().map(|t| t.1.clone()).collect();
+        if let Some(first) = turns.first_mut() {
+            *first = format!("{}\n{first}", mllm::conversation::IMAGE_PLACEHOLDER);
+        }
+        prompts.push(tokenizer.encode(&turns, None)?.ids);
+        let img = image::load_from_memory(&r.image)?.to_rgb8();
+        pixels.push(images.preprocess(&img));
+    }
+    let pixels = tch::Tensor::stack(&pixels, 0).to_device(llava.device());
+    let out = tch::no_grad(|| mllm::generation::generate(llava, &prompts, Some(&pixels), config, Some(tokenizer)))?;
+    Ok(out.into_iter().map(|g| g.text.unwrap_or_default().trim().to_string()).collect())
 }
 
 /// A key for a dialogue state: the image bytes and the text of every turn so far (the `<image>`
@@ -189,7 +235,7 @@ impl<M: ChatModel> LlavaChat<M> {
 
     /// Answers `dialogues` (image bytes, human questions) round by round in batches, with a
     /// progress bar labelled `label`. Returns every dialogue's answers.
-    pub fn prefill(&self, dialogues: &[(std::sync::Arc<Vec<u8>>, Vec<String>)], label: &str) -> Result<Vec<Vec<String>>, String> {
+    pub fn prefill(&self, dialogues: &[(std::sync::Arc<Vec<u8>>, Vec<String>)], label: &str) -> Result<Vec<Vec<String>>, AdapterError> {
         let mut answers: Vec<Vec<String>> = vec![Vec::new(); dialogues.len()];
         let rounds = dialogues.iter().map(|d| d.1.len()).max().unwrap_or(0);
         let total: usize = dialogues.iter().map(|d| d.1.len()).sum();
@@ -219,9 +265,9 @@ impl<M: ChatModel> LlavaChat<M> {
             };
             for chunk in missing.chunks(bs) {
                 let batch: Vec<ChatRequest> = chunk.iter().map(|&j| reqs[j].1.clone()).collect();
-                let out = model.answer_batch(&batch)?;
+                let out = model.answer_batch(&batch).map_err(|source| AdapterError::Model { model: self.name.clone(), source })?;
                 if out.len() != batch.len() {
-                    return Err(format!("{}: {} answers for {} requests", self.name, out.len(), batch.len()));
+                    return Err(AdapterError::AnswerCount { model: self.name.clone(), got: out.len(), want: batch.len() });
                 }
                 let mut memo = lock(&self.memo);
                 for (&j, a) in chunk.iter().zip(out) {
@@ -241,15 +287,18 @@ impl<M: ChatModel> LlavaChat<M> {
     }
 
     /// The answer to one dialogue state (memo, else a single-item decode).
-    pub fn answer(&self, image: std::sync::Arc<Vec<u8>>, turns: Vec<(bool, String)>) -> Result<String, String> {
+    pub fn answer(&self, image: std::sync::Arc<Vec<u8>>, turns: Vec<(bool, String)>) -> Result<String, AdapterError> {
         let turns: Vec<(bool, String)> = turns.into_iter().map(|(h, t)| (h, clean_turn(&t))).collect();
         let key = dialogue_key(&image, &turns);
         if let Some(a) = lock(&self.memo).get(&key) {
             return Ok(a.clone());
         }
         self.misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let out = lock(&self.model).answer_batch(&[ChatRequest { image, turns }])?;
-        let a = out.into_iter().next().ok_or_else(|| format!("{}: no answer", self.name))?;
+        let out = lock(&self.model)
+            .answer_batch(&[ChatRequest { image, turns }])
+            .map_err(|source| AdapterError::Model { model: self.name.clone(), source })?;
+        let got = out.len();
+        let a = out.into_iter().next().ok_or_else(|| AdapterError::AnswerCount { model: self.name.clone(), got, want: 1 })?;
         lock(&self.memo).insert(key, a.clone());
         Ok(a)
     }
@@ -259,14 +308,14 @@ impl<M: ChatModel> amp_data::Generator for LlavaChat<M> {
     fn name(&self) -> String {
         self.name.clone()
     }
+    fn decoding(&self) -> serde_json::Value {
+        self.decoding.clone()
+    }
     fn respond(&self, image: &Path, history: &[mdpo::Turn]) -> amp_data::Result<String> {
         let bytes = std::fs::read(image).map_err(|e| AmpDataError::io(image, e))?;
         let turns = history.iter().map(|t| (t.from == "human", t.value.clone())).collect();
-        self.answer(std::sync::Arc::new(bytes), turns).map_err(|message| AmpDataError::Generation {
-            model: self.name.clone(),
-            record: image.display().to_string(),
-            message,
-        })
+        self.answer(std::sync::Arc::new(bytes), turns)
+            .map_err(|e| AmpDataError::generation(&self.name, image.display().to_string(), e))
     }
 }
 
@@ -277,9 +326,9 @@ impl<M: ChatModel> mrhal_bench::Responder for LlavaChat<M> {
     fn decoding(&self) -> serde_json::Value {
         self.decoding.clone()
     }
-    fn respond(&self, image: &[u8], turns: &[mrhal_bench::Turn]) -> Result<String, String> {
+    fn respond(&self, image: &[u8], turns: &[mrhal_bench::Turn]) -> Result<String, mrhal_bench::BoxError> {
         let turns = turns.iter().map(|t| (t.speaker == mrhal_bench::Speaker::User, t.text.clone())).collect();
-        self.answer(std::sync::Arc::new(image.to_vec()), turns)
+        Ok(self.answer(std::sync::Arc::new(image.to_vec()), turns)?)
     }
 }
 
@@ -311,6 +360,29 @@ impl CheckpointChat {
         });
         Ok(Self { name: name.into(), llava, tokenizer, images, config, decoding })
     }
+
+    /// Attaches a PEFT LoRA adapter (e.g. an Incremental Generation stage, [`crate::ig`]).
+    pub fn with_adapter(mut self, adapter: &Path) -> Result<Self, mllm::MllmError> {
+        self.llava.load_lora(adapter)?;
+        self.decoding["adapter"] = adapter.display().to_string().into();
+        Ok(self)
+    }
+}
+
+/// A LLaVA checkpoint with fresh LoRA adapters as an `mdpo` policy (tokenizer and image processor
+/// from the same directory).
+pub fn llava_preference(
+    dir: &Path,
+    lora: &mllm::lora::LoraConfig,
+    device: tch::Device,
+    kind: tch::Kind,
+) -> Result<mllm::preference::LlavaPreference, mllm::MllmError> {
+    use mllm::llava::{Llava, LoadOptions};
+    let mut llava = Llava::load(dir, LoadOptions { device, kind })?;
+    llava.add_lora(lora)?;
+    let tokenizer = mllm::conversation::ChatTokenizer::from_model_dir(dir, &llava.cfg)?;
+    let images = mllm::image_processor::ImageProcessor::from_dir(dir, llava.cfg.vision.image_size as u32, llava.cfg.image_aspect_ratio)?;
+    Ok(mllm::preference::LlavaPreference::new(llava, tokenizer, images))
 }
 
 impl ChatModel for CheckpointChat {
@@ -327,22 +399,8 @@ impl ChatModel for CheckpointChat {
             _ => 8,
         }
     }
-    fn answer_batch(&mut self, reqs: &[ChatRequest]) -> Result<Vec<String>, String> {
-        let mut prompts = Vec::with_capacity(reqs.len());
-        let mut pixels = Vec::with_capacity(reqs.len());
-        for r in reqs {
-            let mut turns: Vec<String> = r.turns.iter().map(|t| t.1.clone()).collect();
-            if let Some(first) = turns.first_mut() {
-                *first = format!("{}\n{first}", mllm::conversation::IMAGE_PLACEHOLDER);
-            }
-            prompts.push(self.tokenizer.encode(&turns, None).map_err(|e| e.to_string())?.ids);
-            let img = image::load_from_memory(&r.image).map_err(|e| format!("image: {e}"))?.to_rgb8();
-            pixels.push(self.images.preprocess(&img));
-        }
-        let pixels = tch::Tensor::stack(&pixels, 0).to_device(self.llava.device());
-        let out = mllm::generation::generate(&self.llava, &prompts, Some(&pixels), &self.config, Some(&self.tokenizer))
-            .map_err(|e| e.to_string())?;
-        Ok(out.into_iter().map(|g| g.text.unwrap_or_default().trim().to_string()).collect())
+    fn answer_batch(&mut self, reqs: &[ChatRequest]) -> Result<Vec<String>, BoxError> {
+        decode_batch(&self.llava, &self.tokenizer, &self.images, &self.config, reqs)
     }
 }
 
@@ -382,7 +440,7 @@ impl amp_data::FineTuner for LlavaFineTuner {
         // The base's weights, not its path, key the stage (a moved run directory resumes).
         let key = crate::pipeline::stage::hash_key(&(&ids, &spec, crate::pipeline::fingerprint_dir(&self.base)));
         let marker = dir.join("finetune.key");
-        let ft = |e: crate::pipeline::DemoError| AmpDataError::FineTune(format!("stage {stage}: {e}"));
+        let ft = |e: crate::pipeline::DemoError| AmpDataError::fine_tune(stage, e);
         let done = self.resume
             && engine::model_dir(&dir).exists()
             && std::fs::read_to_string(&marker).map(|k| k.trim() == key).unwrap_or(false);
@@ -487,7 +545,7 @@ mod tests {
         fn batch_size(&self) -> usize {
             2
         }
-        fn answer_batch(&mut self, reqs: &[ChatRequest]) -> Result<Vec<String>, String> {
+        fn answer_batch(&mut self, reqs: &[ChatRequest]) -> Result<Vec<String>, BoxError> {
             self.batches.push(reqs.len());
             Ok(reqs.iter().map(|r| format!("echo {} {}", r.turns.len(), r.turns.last().unwrap().1)).collect())
         }

@@ -181,3 +181,112 @@ fn generate_with_local_checkpoints_then_check_then_answer_locally() {
     assert!(amp(&ans_args).status.success());
     assert_eq!(std::fs::read_to_string(&answers).unwrap().lines().count(), n, "rerun re-answered");
 }
+
+/// Instruction data for the IG test: `n` one-round records on the fixture image.
+fn write_ig_records(path: &Path, image: &Path, n: usize) {
+    let recs: Vec<_> = (0..n)
+        .map(|i| {
+            serde_json::json!({"id": format!("r{i}"), "image": image, "conversations": [
+                {"from": "human", "value": format!("<image>\nDescribe picture {i}.")},
+                {"from": "gpt", "value": format!("A red square sits on a white table, picture {i}.")}]})
+        })
+        .collect();
+    std::fs::write(path, serde_json::to_string(&recs).unwrap()).unwrap();
+}
+
+fn read_rows(p: &Path) -> Vec<serde_json::Value> {
+    let mut rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    rows
+}
+
+/// (source, conversation) of every candidate of every row: what a resumed run must reproduce.
+fn answers(rows: &[serde_json::Value]) -> Vec<(String, String, serde_json::Value)> {
+    rows.iter()
+        .flat_map(|r| {
+            r["candidates"].as_array().unwrap().iter().map(move |c| {
+                (r["id"].as_str().unwrap().to_string(), c["source"].as_str().unwrap().to_string(), c["conversation"].clone())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn generate_with_incremental_generation_makes_k_minus_2_levels_and_resumes_after_a_kill() {
+    let llava = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("llava.json");
+    write_ig_records(&input, &llava.join("image.png"), 8);
+    let base = llava.join("hf");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "generate", "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--ig-base",
+            base.to_str().unwrap(), "--ig-subsets", "2", "--ig-fraction", "0.5", "--ig-lora-r", "4", "--ig-lora-alpha", "8",
+            "--ig-batch-size", "1", "--ig-epochs", "3", "--ig-save-every", "1", "--ig-lr", "0.01", "--num-beams", "1",
+            "--temperature", "0", "--max-new-tokens", "4", "--jobs", "1",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // An uninterrupted run: F = the first 4 records in 2 cumulative subsets (2 and 4 records),
+    // K = 4 levels = the standard, two fine-tunes (most data first) and the base.
+    let a = dir.path().join("a/gen.jsonl");
+    let o = Command::new(env!("CARGO_BIN_EXE_amp")).args(args(&a)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows_a = read_rows(&a);
+    assert_eq!(rows_a.iter().map(|r| r["id"].as_str().unwrap()).collect::<Vec<_>>(), ["r4", "r5", "r6", "r7"]);
+    for r in &rows_a {
+        let c = r["candidates"].as_array().unwrap();
+        let sources: Vec<&str> = c.iter().map(|c| c["source"].as_str().unwrap()).collect();
+        assert_eq!(sources, ["hf+sft2of2(4)", "hf+sft1of2(2)", "hf"], "K - 2 = 2 IG levels above the base");
+        assert!(c[0]["decoding"]["adapter"].as_str().unwrap().ends_with("stage-2/adapter"));
+        assert!(c[2]["decoding"].get("adapter").is_none());
+    }
+    let ig_a = dir.path().join("a/gen.jsonl.ig");
+    let adapter = |root: &Path, s: usize| std::fs::read(root.join(format!("stage-{s}/adapter/adapter_model.safetensors"))).unwrap();
+    assert_ne!(adapter(&ig_a, 1), adapter(&ig_a, 2), "the two subsets train different adapters");
+
+    // The same run killed once stage 1 is done (stage 2 is training or the answers are being
+    // written), then rerun: it reuses stage 1 and ends with the same adapters and answers.
+    let b = dir.path().join("b/gen.jsonl");
+    let ig_b = dir.path().join("b/gen.jsonl.ig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_amp"))
+        .args(args(&b))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !ig_b.join("stage-1/done.key").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before stage 1 was done");
+        assert!(start.elapsed().as_secs() < 600, "stage 1 never finished");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run finished before the kill");
+    assert!(!ig_b.join("stage-2/done.key").exists() || read_rows(&b).len() < 4, "nothing left to resume");
+    let o = Command::new(env!("CARGO_BIN_EXE_amp")).args(args(&b)).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("ig stage 1: reusing the adapter"), "{err}");
+    assert_eq!(adapter(&ig_a, 1), adapter(&ig_b, 1));
+    assert_eq!(adapter(&ig_a, 2), adapter(&ig_b, 2), "the resumed stage 2 trains the same adapter");
+    assert_eq!(answers(&read_rows(&b)), answers(&rows_a));
+    // A third run has nothing to do.
+    let o = Command::new(env!("CARGO_BIN_EXE_amp")).args(args(&b)).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ig stage 2: reusing the adapter") && err.contains("0 generated now"), "{err}");
+
+    // K must be subsets + 2; IG needs its fine-tuning data.
+    let mut bad = args(&dir.path().join("c/gen.jsonl"));
+    bad.extend(["--levels", "5"].map(String::from));
+    let o = Command::new(env!("CARGO_BIN_EXE_amp")).args(&bad).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--ig-subsets 2 gives K = 4"));
+    let mut bad = args(&dir.path().join("c/gen.jsonl"));
+    let i = bad.iter().position(|a| a == "--ig-fraction").unwrap();
+    bad.drain(i..i + 2);
+    let o = Command::new(env!("CARGO_BIN_EXE_amp")).args(&bad).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--ig-sft FILE"));
+}

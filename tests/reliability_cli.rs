@@ -43,6 +43,7 @@ fn generated(dir: &Path) -> PathBuf {
                 candidates: vec![Candidate {
                     source: "small".into(),
                     conversation: vec![t("human", "<image>\nWhat is it?"), t("gpt", "A blue car.")],
+                    decoding: serde_json::Value::Null,
                 }],
             };
             serde_json::to_string(&r).unwrap() + "\n"

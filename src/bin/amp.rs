@@ -5,7 +5,9 @@
 //! amp demo     [--preset tiny|small|large]            the whole pipeline on the synthetic world
 //! amp world    --out DIR [--preset small] [--seed N]  write a synthetic world data set
 //! amp generate --input llava.json --out gen.jsonl --server-expert NAME=MODEL@URL ...   (MEG)
+//! amp generate --input llava.json --out gen.jsonl --ig-base DIR --ig-subsets 3 --ig-sft sft.json   (IG)
 //! amp check    --generated gen.jsonl --out-dir out/   auto-check re-ranking → AMP training file
+//! amp check    --out-dir out/ --explain ID            one sample's chunks, matches and ranking
 //! amp merge    --inputs out/checked-*.jsonl --out-dir out/
 //! amp eval answer|judge|score|compare ...             MRHal-Bench, MMHal-Bench, POPE, LLaVA-Bench
 //! ```
@@ -14,6 +16,7 @@ use std::process::ExitCode;
 
 use amp::adapters::{BertEmbedder, CheckpointChat, ClipTextEmbedder, LlavaChat, RuleJudge};
 use amp_data::SentenceEmbedder;
+use anyhow::{anyhow, bail, Context as _};
 use clap::{Parser, Subcommand};
 
 /// amp: Automated Multi-level Preference for MLLMs (Zhang et al., NeurIPS 2024).
@@ -32,9 +35,13 @@ enum Command {
     /// Write a synthetic world data set (images, instruction data, MRHal-style and POPE sets,
     /// tokenizer).
     World(WorldArgs),
-    /// Multi-size Expert Generation over LLaVA instruction data (resumable, shardable).
+    /// Response generation over LLaVA instruction data (resumable, shardable): Multi-size Expert
+    /// Generation (`--server-expert` / `--local-expert`, largest first) or Incremental Generation
+    /// (`--ig-base DIR --ig-subsets N`: LoRA fine-tunes of DIR on N = K − 2 cumulative subsets of
+    /// the fine-tuning data, the paper's §3.1.2 setting; each fine-tune's answers are one level).
     Generate(GenerateCmd),
-    /// The auto-check (§3.1.3): re-rank generated responses, write the AMP training file.
+    /// The auto-check (§3.1.3): re-rank generated responses, write the AMP training file and the
+    /// per-sample diagnostics (`--explain ID` prints one sample's table).
     Check(CheckCmd),
     /// Merge the checked shards of a sharded run into the final files.
     Merge(amp_data::cli::MergeArgs),
@@ -70,6 +77,8 @@ struct GenerateCmd {
     /// the order (the initial ranking) is never ambiguous.
     #[arg(long = "local-expert")]
     local_experts: Vec<String>,
+    #[command(flatten)]
+    ig: amp_data::cli::IgArgs,
 }
 
 /// The decoding flags as mllm's generation config: beams > 1 means beam search (the paper's
@@ -92,12 +101,12 @@ fn generation_config(d: &amp_data::cli::DecodingArgs, no_repeat_ngram_size: usiz
     }
 }
 
-fn local_expert(spec: &str, d: &amp_data::cli::DecodingArgs) -> Result<amp_data::Expert, String> {
+fn local_expert(spec: &str, d: &amp_data::cli::DecodingArgs) -> anyhow::Result<amp_data::Expert> {
     let (name, dir) = spec
         .split_once('=')
         .filter(|(n, d)| !n.is_empty() && !d.is_empty())
-        .ok_or_else(|| format!("--local-expert {spec:?}: expected NAME=DIR"))?;
-    let chat = CheckpointChat::load(name, dir.as_ref(), generation_config(d, 0)).map_err(|e| format!("--local-expert {name}: {e}"))?;
+        .ok_or_else(|| anyhow!("--local-expert {spec:?}: expected NAME=DIR"))?;
+    let chat = CheckpointChat::load(name, dir.as_ref(), generation_config(d, 0)).with_context(|| format!("--local-expert {name}"))?;
     Ok(amp_data::Expert { name: name.to_string(), generator: std::sync::Arc::new(LlavaChat::new(chat)) })
 }
 
@@ -178,26 +187,25 @@ struct SftCmd {
 }
 
 /// Loads the LLaVA checkpoint with fresh LoRA adapters, ready for `mdpo`.
-fn llava_policy(m: &ModelArgs) -> Result<mllm::preference::LlavaPreference, String> {
+fn llava_policy(m: &ModelArgs) -> anyhow::Result<mllm::preference::LlavaPreference> {
     use mllm::llava::{Llava, LoadOptions};
     let (device, kind) = match m.device.as_str() {
         "cpu" => (tch::Device::Cpu, tch::Kind::Float),
         "cuda" if tch::Cuda::is_available() => (tch::Device::Cuda(0), tch::Kind::BFloat16),
-        "cuda" => return Err("--device cuda: no CUDA device is available".into()),
-        other => return Err(format!("--device {other:?}: expected cpu or cuda")),
+        "cuda" => bail!("--device cuda: no CUDA device is available"),
+        other => bail!("--device {other:?}: expected cpu or cuda"),
     };
-    let s = |e: mllm::MllmError| e.to_string();
-    let mut llava = Llava::load(&m.model, LoadOptions { device, kind }).map_err(s)?;
+    let mut llava = Llava::load(&m.model, LoadOptions { device, kind }).with_context(|| format!("--model {}", m.model.display()))?;
     llava
         .add_lora(&mllm::lora::LoraConfig { r: m.lora_r, alpha: m.lora_alpha, dropout: m.lora_dropout, ..Default::default() })
-        .map_err(s)?;
-    let tokenizer = mllm::conversation::ChatTokenizer::from_model_dir(&m.model, &llava.cfg).map_err(s)?;
+        ?;
+    let tokenizer = mllm::conversation::ChatTokenizer::from_model_dir(&m.model, &llava.cfg)?;
     let images = mllm::image_processor::ImageProcessor::from_dir(
         &m.model,
         llava.cfg.vision.image_size as u32,
         llava.cfg.image_aspect_ratio,
     )
-    .map_err(s)?;
+    ?;
     let mut policy = mllm::preference::LlavaPreference::new(llava, tokenizer, images);
     policy.max_len = m.max_len;
     Ok(policy)
@@ -217,20 +225,20 @@ fn print_summary(what: &str, s: &mdpo::TrainSummary) {
 
 /// `amp train` and `amp sft`: one path, the differences are in the [`mdpo::cli::Job`]. The LoRA
 /// adapter is written only when training succeeded (a non-finite run is an error).
-fn train_command(model: &ModelArgs, job: mdpo::Result<mdpo::cli::Job>) -> Result<(), String> {
-    let job = job.map_err(|e| e.to_string())?;
+fn train_command(model: &ModelArgs, job: mdpo::Result<mdpo::cli::Job>) -> anyhow::Result<()> {
+    let job = job?;
     let (name, out) = (job.name(), job.config.output_dir.clone());
     let _lock = lock_dir(&out)?;
     let policy = llava_policy(model)?;
-    let (summary, policy) = job.run(policy, mdpo::Reference::PolicyWithoutAdapters).map_err(|e| e.to_string())?;
+    let (summary, policy) = job.run(policy, mdpo::Reference::PolicyWithoutAdapters)?;
     print_summary(name, &summary);
     save_adapter(&policy, &out)
 }
 
 /// Saves the trained adapters in PEFT's format next to the run's checkpoints.
-fn save_adapter(policy: &mllm::preference::LlavaPreference, run_dir: &std::path::Path) -> Result<(), String> {
+fn save_adapter(policy: &mllm::preference::LlavaPreference, run_dir: &std::path::Path) -> anyhow::Result<()> {
     let dir = run_dir.join("adapter");
-    policy.model.save_lora(&dir).map_err(|e| e.to_string())?;
+    policy.model.save_lora(&dir)?;
     eprintln!("amp: LoRA adapter (PEFT format) written to {}", dir.display());
     Ok(())
 }
@@ -269,12 +277,12 @@ struct RuleJudgeArgs {
     concurrency: usize,
 }
 
-fn expert(spec: &str) -> Result<Box<dyn SentenceEmbedder>, String> {
+fn expert(spec: &str) -> anyhow::Result<Box<dyn SentenceEmbedder>> {
     match spec.split_once(':') {
-        None if spec == "minilm" => Ok(Box::new(BertEmbedder::minilm().map_err(|e| e.to_string())?)),
-        Some(("bert", dir)) => Ok(Box::new(BertEmbedder::load(dir.as_ref()).map_err(|e| e.to_string())?)),
-        Some(("clip", dir)) => Ok(Box::new(ClipTextEmbedder::load(dir.as_ref()).map_err(|e| e.to_string())?)),
-        _ => Err(format!("expert {spec:?}: expected `minilm`, `bert:DIR` or `clip:DIR`")),
+        None if spec == "minilm" => Ok(Box::new(BertEmbedder::minilm()?)),
+        Some(("bert", dir)) => Ok(Box::new(BertEmbedder::load(dir.as_ref())?)),
+        Some(("clip", dir)) => Ok(Box::new(ClipTextEmbedder::load(dir.as_ref())?)),
+        _ => Err(anyhow!("expert {spec:?}: expected `minilm`, `bert:DIR` or `clip:DIR`")),
     }
 }
 
@@ -283,83 +291,86 @@ fn expert(spec: &str) -> Result<Box<dyn SentenceEmbedder>, String> {
 /// rerun retries them. docs/reliability.md documents it.
 const EXIT_INCOMPLETE: u8 = 3;
 
-/// Why `amp` did not succeed: an error (exit 1), or an incomplete evaluation (exit 3).
-enum CliError {
-    Failed(String),
-    Incomplete(String),
-}
+/// An evaluation that wrote everything it could but misses some items (exit status 3).
+#[derive(Debug)]
+struct Incomplete(String);
 
-impl From<String> for CliError {
-    fn from(e: String) -> Self {
-        CliError::Failed(e)
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
-impl From<&str> for CliError {
-    fn from(e: &str) -> Self {
-        CliError::Failed(e.to_string())
-    }
-}
+impl std::error::Error for Incomplete {}
 
 /// One writer per output directory (docs/reliability.md): held until the command exits.
-fn lock_dir(dir: &std::path::Path) -> Result<amp_io::lock::OutputLock, String> {
-    amp_io::lock::OutputLock::dir(dir).map_err(|e| e.to_string())
+fn lock_dir(dir: &std::path::Path) -> anyhow::Result<amp_io::lock::OutputLock> {
+    Ok(amp_io::lock::OutputLock::dir(dir)?)
 }
 
-fn incomplete(what: &str, missing: usize) -> Result<(), CliError> {
+fn incomplete(what: &str, missing: usize) -> anyhow::Result<()> {
     if missing == 0 {
         return Ok(());
     }
-    Err(CliError::Incomplete(format!(
-        "{what}: {missing} item(s) missing (everything else is written); rerun to retry them"
-    )))
+    Err(Incomplete(format!("{what}: {missing} item(s) missing (everything else is written); rerun to retry them")).into())
 }
 
-fn run(cli: Cli) -> Result<(), CliError> {
-    let s = |e: &dyn std::fmt::Display| e.to_string();
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => {
             let _lock = lock_dir(&args.out)?;
-            let report = amp::pipeline::run_demo(&args).map_err(|e| s(&e))?;
+            let report = amp::pipeline::run_demo(&args)?;
             eprintln!("amp demo: report written to {}", report.report_md.display());
         }
         Command::World(a) => {
-            let mut cfg = amp_world::WorldConfig::preset(&a.preset).map_err(|e| s(&e))?;
+            let mut cfg = amp_world::WorldConfig::preset(&a.preset)?;
             if let Some(seed) = a.seed {
                 cfg.seed = seed;
             }
-            let world = amp_world::World::new(cfg).map_err(|e| s(&e))?;
-            let m = world.write(&a.out).map_err(|e| s(&e))?;
+            let world = amp_world::World::new(cfg)?;
+            let m = world.write(&a.out)?;
             eprintln!("amp world: wrote {} ({:?}; vocabulary {})", a.out.display(), m.counts, m.vocab_size);
         }
         Command::Generate(g) => {
-            if g.local_experts.is_empty() {
-                amp_data::cli::run_generate(&g.args).map_err(|e| s(&e))?;
+            if let Some(base) = &g.ig.ig_base {
+                if !g.local_experts.is_empty() || !g.args.server_experts.is_empty() {
+                    bail!("--ig-base makes the experts (the fine-tunes and the base); drop --local-expert / --server-expert");
+                }
+                let name = base.file_name().and_then(|n| n.to_str()).unwrap_or("base").to_string();
+                let decoding = generation_config(&g.args.decoding, 0);
+                let chat = CheckpointChat::load(&name, base, decoding.clone()).with_context(|| format!("--ig-base {}", base.display()))?;
+                let base_expert = amp_data::Expert { name, generator: std::sync::Arc::new(LlavaChat::new(chat)) };
+                let tuner = amp::ig::LoraFineTuner::new(base, &g.ig.dir(&g.args.out), &g.ig, decoding)
+                    .with_context(|| format!("--ig-base {}", base.display()))?;
+                amp_data::cli::run_generate_ig(&g.args, &g.ig, base_expert, &tuner)?;
+            } else if g.local_experts.is_empty() {
+                amp_data::cli::run_generate(&g.args)?;
             } else {
                 if !g.args.server_experts.is_empty() {
-                    return Err("use either --local-expert or --server-expert in one run (their relative order would be ambiguous)".into());
+                    bail!("use either --local-expert or --server-expert in one run (their relative order would be ambiguous)");
                 }
                 let pool = g.local_experts.iter().map(|e| local_expert(e, &g.args.decoding)).collect::<Result<Vec<_>, _>>()?;
-                amp_data::cli::run_generate_with(&g.args, pool).map_err(|e| s(&e))?;
+                amp_data::cli::run_generate_with(&g.args, pool)?;
             }
         }
         Command::Check(c) => {
-            if c.args.skip_check {
-                amp_data::cli::run_check(&c.args).map_err(|e| s(&e))?;
+            // `--skip-check` needs no experts, nor does `--explain ID` alone.
+            if c.args.skip_check || c.args.generated.is_empty() {
+                amp_data::cli::run_check(&c.args)?;
             } else {
-                let local = expert(&c.local_expert)?;
-                let global = if c.global_expert == c.local_expert { None } else { Some(expert(&c.global_expert)?) };
+                let local = expert(&c.local_expert).context("--local-expert")?;
+                let global = if c.global_expert == c.local_expert { None } else { Some(expert(&c.global_expert).context("--global-expert")?) };
                 let global: &dyn SentenceEmbedder = global.as_deref().unwrap_or(local.as_ref());
-                amp_data::cli::run_check_with(&c.args, local.as_ref(), global).map_err(|e| s(&e))?;
+                amp_data::cli::run_check_with(&c.args, local.as_ref(), global)?;
             }
         }
         Command::Merge(a) => {
-            amp_data::cli::run_merge(&a).map_err(|e| s(&e))?;
+            amp_data::cli::run_merge(&a)?;
         }
         Command::Train(c) => train_command(&c.model, c.args.job())?,
         Command::Sft(c) => train_command(&c.model, c.args.job())?,
         Command::Eval(EvalCmd::Answer(a)) => {
-            let r = mrhal_bench::cli::run_answer(&a).map_err(|e| s(&e))?;
+            let r = mrhal_bench::cli::run_answer(&a)?;
             incomplete("amp eval answer", r.failed.len())?;
         }
         Command::Eval(EvalCmd::AnswerLocal(a)) => {
@@ -367,42 +378,58 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 a.model.file_name().and_then(|n| n.to_str()).unwrap_or("llava").to_string()
             });
             let chat = CheckpointChat::load(name, &a.model, generation_config(&a.decoding, a.no_repeat_ngram_size))
-                .map_err(|e| s(&e))?;
+                ?;
             let r = mrhal_bench::cli::run_answer_with(&a.data, a.images.as_deref(), &a.out, &LlavaChat::new(chat))
-                .map_err(|e| s(&e))?;
+                ?;
             incomplete("amp eval answer-local", r.failed.len())?;
         }
         Command::Eval(EvalCmd::Judge(a)) => {
-            let r = mrhal_bench::cli::run_judge(&a).map_err(|e| s(&e))?;
+            let r = mrhal_bench::cli::run_judge(&a)?;
             incomplete("amp eval judge", r.failed.len() + r.no_answer.len())?;
         }
         Command::Eval(EvalCmd::RuleJudge(a)) => {
-            let judge = RuleJudge::open(&a.world).map_err(|e| s(&e))?;
-            let r = mrhal_bench::cli::run_judge_with(&a.data, &a.answers, &a.out, &judge, a.concurrency).map_err(|e| s(&e))?;
+            let judge = RuleJudge::open(&a.world)?;
+            let r = mrhal_bench::cli::run_judge_with(&a.data, &a.answers, &a.out, &judge, a.concurrency)?;
             incomplete("amp eval rule-judge", r.failed.len() + r.no_answer.len())?;
         }
         Command::Eval(EvalCmd::Score(a)) => {
-            let r = mrhal_bench::cli::run_score(&a).map_err(|e| s(&e))?;
+            let r = mrhal_bench::cli::run_score(&a)?;
             incomplete("amp eval score", r.missing.total())?;
         }
         Command::Eval(EvalCmd::Compare(a)) => {
-            let table = mrhal_bench::cli::run_compare(&a).map_err(|e| s(&e))?;
+            let table = mrhal_bench::cli::run_compare(&a)?;
             println!("{table}");
         }
     }
     Ok(())
 }
 
+/// The error and its causes on one line, each cause once (the crates' messages often already
+/// quote their source).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(CliError::Failed(e)) => {
-            eprintln!("amp: error: {e}");
-            ExitCode::FAILURE
-        }
-        Err(CliError::Incomplete(e)) => {
+        Err(e) if e.downcast_ref::<Incomplete>().is_some() => {
             eprintln!("amp: incomplete: {e}");
             ExitCode::from(EXIT_INCOMPLETE)
+        }
+        Err(e) => {
+            eprintln!("amp: error: {}", error_chain(&e));
+            ExitCode::FAILURE
         }
     }
 }

@@ -8,11 +8,11 @@
 //! of the base (vision tower and projector frozen, as in AMP) against a frozen copy of the base
 //! (the reference, its log-probs precomputed once).
 use super::{DemoError, GenSpec, ModelSpec, Result, TrainSpec};
-use crate::adapters::{ChatModel, ChatRequest, LlavaChat};
+use crate::adapters::{BoxError, ChatModel, ChatRequest, LlavaChat};
 use mdpo::{MdpoConfig, PreferenceExample, Reference, TrainSummary, Trainer};
 use mllm::config::LlavaConfig;
 use mllm::conversation::ChatTokenizer;
-use mllm::generation::{generate, GenerationConfig, Strategy};
+use mllm::generation::{GenerationConfig, Strategy};
 use mllm::image_processor::ImageProcessor;
 use mllm::llava::{Llava, LoadOptions};
 use mllm::preference::LlavaPreference;
@@ -237,23 +237,9 @@ impl ChatModel for MllmChat {
             self.gen.batch_size
         }
     }
-    fn answer_batch(&mut self, reqs: &[ChatRequest]) -> std::result::Result<Vec<String>, String> {
+    fn answer_batch(&mut self, reqs: &[ChatRequest]) -> std::result::Result<Vec<String>, BoxError> {
         let m = &self.model;
-        let mut prompts = Vec::with_capacity(reqs.len());
-        let mut px = Vec::with_capacity(reqs.len());
-        for r in reqs {
-            let mut turns: Vec<String> = r.turns.iter().map(|t| t.1.clone()).collect();
-            if let Some(first) = turns.first_mut() {
-                *first = format!("{}\n{first}", amp_world::text::IMAGE_TOKEN);
-            }
-            prompts.push(m.tok.encode(&turns, None).map_err(|e| e.to_string())?.ids);
-            let img = image::load_from_memory(&r.image).map_err(|e| format!("image: {e}"))?.to_rgb8();
-            px.push(m.proc.preprocess(&img));
-        }
-        let px = Tensor::stack(&px, 0);
-        let cfg = self.config();
-        let out = tch::no_grad(|| generate(&m.llava, &prompts, Some(&px), &cfg, Some(&m.tok))).map_err(|e| e.to_string())?;
-        Ok(out.into_iter().map(|g| g.text.unwrap_or_default().trim().to_string()).collect())
+        crate::adapters::decode_batch(&m.llava, &m.tok, &m.proc, &self.config(), reqs)
     }
 }
 

@@ -24,10 +24,11 @@
 //! # Ok::<(), amp_chat::ChatError>(())
 //! ```
 
-pub mod base64;
 pub mod cache;
 pub mod client;
 pub mod error;
+/// A loopback OpenAI-compatible server for tests and benchmarks (feature `test-util`).
+#[cfg(feature = "test-util")]
 pub mod mock;
 pub mod pool;
 pub mod retry;

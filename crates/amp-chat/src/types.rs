@@ -101,7 +101,8 @@ impl Message {
 
 /// `data:<mime>;base64,<...>` for an image.
 pub fn image_data_url(mime: &str, bytes: &[u8]) -> String {
-    format!("data:{mime};base64,{}", crate::base64::encode(bytes))
+    use base64::Engine as _;
+    format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 /// Guesses an image MIME type from the file's magic bytes (PNG, JPEG, GIF, WebP), else JPEG.
@@ -116,6 +117,9 @@ pub fn sniff_image_mime(bytes: &[u8]) -> &'static str {
         "image/jpeg"
     }
 }
+
+/// The body fields [`ChatRequest`] sets itself (extra fields may not repeat them).
+pub const STANDARD_FIELDS: &[&str] = &["model", "messages", "temperature", "top_p", "max_tokens", "seed", "n"];
 
 /// A chat-completions request. Unset options are not sent (the server's defaults apply).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +143,11 @@ pub struct ChatRequest {
     /// Number of choices.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
+    /// Server-specific body fields sent as they are, e.g. vLLM's sampling extensions
+    /// (`use_beam_search`, `best_of`, `length_penalty`, `repetition_penalty`). They are part of
+    /// the request and so of its cache key.
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ChatRequest {
@@ -152,6 +161,7 @@ impl ChatRequest {
             max_tokens: None,
             seed: None,
             n: None,
+            extra: serde_json::Map::new(),
         }
     }
     /// Sets the temperature.
@@ -178,6 +188,20 @@ impl ChatRequest {
     pub fn n(mut self, n: u32) -> Self {
         self.n = Some(n);
         self
+    }
+    /// Adds server-specific body fields ([`Self::extra`]); a key that names a standard field of
+    /// this request (`model`, `messages`, `temperature`, ...) is an error, so a flag can never
+    /// silently override another.
+    pub fn extra(mut self, fields: serde_json::Map<String, serde_json::Value>) -> crate::Result<Self> {
+        for (k, v) in fields {
+            if STANDARD_FIELDS.contains(&k.as_str()) {
+                return Err(crate::ChatError::Config(format!(
+                    "extra field {k:?} is a standard chat-completions field; set it through its own option"
+                )));
+            }
+            self.extra.insert(k, v);
+        }
+        Ok(self)
     }
     /// Deterministic requests (temperature exactly 0 and at most one choice) are the only ones
     /// the cache stores: a sampled answer replayed from a cache would misreport variance.
@@ -272,5 +296,24 @@ mod tests {
         assert!(r.is_deterministic());
         assert!(!r.clone().n(2).is_deterministic());
         assert!(!ChatRequest::new("m", vec![]).is_deterministic());
+    }
+
+    #[test]
+    fn extra_fields_are_sent_flat_and_may_not_shadow_standard_ones() {
+        let extra = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let r = ChatRequest::new("m", vec![])
+            .temperature(0.0)
+            .extra(extra(serde_json::json!({"use_beam_search": true, "best_of": 4})))
+            .unwrap();
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"model":"m","messages":[],"temperature":0.0,"use_beam_search":true,"best_of":4})
+        );
+        let back: ChatRequest = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        assert_ne!(crate::cache_key(&r), crate::cache_key(&ChatRequest::new("m", vec![]).temperature(0.0)));
+        let err = ChatRequest::new("m", vec![]).extra(extra(serde_json::json!({"temperature": 1.0}))).unwrap_err();
+        assert!(err.to_string().contains("temperature"), "{err}");
     }
 }

@@ -25,7 +25,8 @@ use std::collections::HashMap;
 pub trait SentenceEmbedder: Send + Sync {
     /// A name for logs and metadata.
     fn name(&self) -> String;
-    /// Embeds a batch of texts; every returned vector has unit L2 norm.
+    /// Embeds a batch of texts; every returned vector has unit L2 norm. A failure is
+    /// [`crate::AmpDataError::embedding`] with the encoder's own error as the source.
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
 }
 
@@ -93,6 +94,15 @@ pub struct ResponseCheck {
     pub n_chunks: usize,
 }
 
+/// The best match of every standard entry in one response: `local[m]` for the standard's chunk
+/// m among the response's chunks, `global[m]` for the sentence of chunk m among the sentences of
+/// the response's chunks (index n = the response's chunk n).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResponseMatches {
+    pub local: Vec<EntryMatch>,
+    pub global: Vec<EntryMatch>,
+}
+
 /// The auto-check of one sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampleCheck {
@@ -104,6 +114,13 @@ pub struct SampleCheck {
     pub standard_chunk_texts: Vec<String>,
     /// Each generated response's maximal noun chunks, in input order (diagnostics).
     pub response_chunk_texts: Vec<Vec<String>>,
+    /// The sentence of each standard chunk (the global metric's entries; diagnostics).
+    pub standard_sentence_texts: Vec<String>,
+    /// The sentence of each chunk of each generated response, in input order (diagnostics).
+    pub response_sentence_texts: Vec<Vec<String>>,
+    /// Per generated response (input order), each standard entry's best match (diagnostics;
+    /// empty when the standard has no chunk).
+    pub matches: Vec<ResponseMatches>,
     /// Final order of the generated responses: `order[r]` = input index of the response at
     /// generated rank r (0 = best generated, i.e. overall level 1).
     pub order: Vec<usize>,
@@ -113,27 +130,52 @@ pub struct SampleCheck {
     pub ties: usize,
 }
 
-/// Eq. 1–2 for one pair: `std` are the standard's M vectors, `gen` the response's N vectors.
-pub fn match_metric(std: &[&[f32]], gen: &[&[f32]], tau: f32) -> MetricPart {
-    if std.is_empty() {
+/// How one entry of the standard response (a noun chunk, or the sentence of a chunk) fares
+/// against a response: `s[m] = max_n S[m,n]` of Eq. 1 and `p[m]` of Eq. 2.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EntryMatch {
+    /// Index n of the response's entry with the highest cosine (`None`: the response has none).
+    pub best: Option<usize>,
+    /// That cosine similarity (0 when the response has no entry).
+    pub similarity: f32,
+    /// `similarity > τ`.
+    pub matched: bool,
+}
+
+/// Eq. 1 per entry: `std` are the standard's M vectors, `gen` the response's N vectors.
+pub fn match_entries(std: &[&[f32]], gen: &[&[f32]], tau: f32) -> Vec<EntryMatch> {
+    std.iter()
+        .map(|s| {
+            let (best, similarity) = gen.iter().enumerate().map(|(n, g)| (n, dot(s, g))).fold(
+                (None, f32::NEG_INFINITY),
+                |acc, (n, c)| if c > acc.1 { (Some(n), c) } else { acc },
+            );
+            let similarity = if gen.is_empty() { 0.0 } else { similarity };
+            EntryMatch {
+                best,
+                similarity,
+                matched: similarity > tau,
+            }
+        })
+        .collect()
+}
+
+/// Eq. 2 over the entries of [`match_entries`]: Acc = Σp / M, score = mean(s).
+pub fn summarize(entries: &[EntryMatch]) -> MetricPart {
+    if entries.is_empty() {
         return MetricPart::default();
     }
-    let (mut matched, mut total) = (0usize, 0f64);
-    for s in std {
-        let best = gen
-            .iter()
-            .map(|g| dot(s, g))
-            .fold(f32::NEG_INFINITY, f32::max);
-        let best = if gen.is_empty() { 0.0 } else { best };
-        if best > tau {
-            matched += 1;
-        }
-        total += best as f64;
-    }
+    let matched = entries.iter().filter(|e| e.matched).count();
+    let total: f64 = entries.iter().map(|e| e.similarity as f64).sum();
     MetricPart {
-        acc: matched as f32 / std.len() as f32,
-        score: (total / std.len() as f64) as f32,
+        acc: matched as f32 / entries.len() as f32,
+        score: (total / entries.len() as f64) as f32,
     }
+}
+
+/// Eq. 1–2 for one pair: `std` are the standard's M vectors, `gen` the response's N vectors.
+pub fn match_metric(std: &[&[f32]], gen: &[&[f32]], tau: f32) -> MetricPart {
+    summarize(&match_entries(std, gen, tau))
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -188,12 +230,11 @@ impl Cache {
         }
         let v = e.embed(&self.texts)?;
         if v.len() != self.texts.len() {
-            return Err(crate::AmpDataError::Embedding(format!(
-                "{} returned {} vectors for {} texts",
-                e.name(),
-                v.len(),
-                self.texts.len()
-            )));
+            return Err(crate::AmpDataError::EmbeddingCount {
+                embedder: e.name(),
+                got: v.len(),
+                want: self.texts.len(),
+            });
         }
         self.vecs = v.into_iter().map(normalize).collect();
         Ok(())
@@ -243,6 +284,7 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
         let g_ids: Vec<_> = gs.iter().map(|g| ids(g, &mut lc, &mut gc)).collect();
         let m = s.chunks.len();
         let mut responses = Vec::with_capacity(generated.len());
+        let mut matches = Vec::with_capacity(generated.len());
         if m > 0 {
             lc.fill(&self.local)?;
             gc.fill(&self.global)?;
@@ -259,8 +301,13 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
                 });
                 continue;
             }
-            let local = match_metric(&pick(&lc, &s_ids.0), &pick(&lc, gl), tau);
-            let global = match_metric(&pick(&gc, &s_ids.1), &pick(&gc, gg), tau);
+            let lm = match_entries(&pick(&lc, &s_ids.0), &pick(&lc, gl), tau);
+            let gm = match_entries(&pick(&gc, &s_ids.1), &pick(&gc, gg), tau);
+            let (local, global) = (summarize(&lm), summarize(&gm));
+            matches.push(ResponseMatches {
+                local: lm,
+                global: gm,
+            });
             responses.push(ResponseCheck {
                 acc: (local.acc + global.acc) / 2.0,
                 score: (local.score + global.score) / 2.0,
@@ -281,11 +328,19 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
                 .map(|ch| ch.text.clone())
                 .collect::<Vec<_>>()
         };
+        let sentences = |c: &ChunkedText| {
+            (0..c.chunks.len())
+                .map(|i| c.sentence_of(i).to_string())
+                .collect::<Vec<_>>()
+        };
         Ok(SampleCheck {
             responses,
             standard_chunks: m,
             standard_chunk_texts: texts(&s),
             response_chunk_texts: gs.iter().map(texts).collect(),
+            standard_sentence_texts: sentences(&s),
+            response_sentence_texts: gs.iter().map(sentences).collect(),
+            matches,
             order,
             changed,
             ties,

@@ -2,23 +2,28 @@
 //!
 //! ```text
 //! generate  --input llava.json --out gen.jsonl --server-expert 34b=llava-v1.6-34b@http://h:8000/v1 ...
+//! generate  --input llava.json --out gen.jsonl --ig-base DIR --ig-subsets 3 --ig-sft sft.json   (IG; `amp` only)
 //! check     --generated gen.jsonl --out-dir out/           (writes out/checked.jsonl + amp.json ...)
+//! check     --out-dir out/ --explain ID                    (one sample's auto-check table)
 //! merge     --inputs out/checked-0-of-2.jsonl out/checked-1-of-2.jsonl --out-dir out/
 //! ```
 //!
-//! Local models and Incremental Generation need code, not flags: build the ordered experts (e.g.
-//! mllm LLaVA adapters for MEG, or [`crate::generate::incremental_experts`] with a
-//! [`crate::generate::FineTuner`] for IG) and pass them to [`run_generate_with`]; pass CLIP/BERT
-//! text encoders to [`run_check_with`].
+//! Local models need code: build the ordered experts (e.g. mllm LLaVA adapters for MEG) and pass
+//! them to [`run_generate_with`]; for Incremental Generation parse [`IgArgs`] and pass the base
+//! model and a [`crate::generate::FineTuner`] to [`run_generate_ig`] (the `amp` binary does both
+//! with mllm models); pass CLIP/BERT text encoders to [`run_check_with`].
 use crate::autocheck::{AutoCheckConfig, AutoChecker, SentenceEmbedder};
 use crate::chunker::Chunker;
-use crate::data::{load_llava_with, LoadOptions};
+use crate::data::{load_llava_with, InstructionRecord, LoadOptions};
 use crate::error::{AmpDataError, Result};
 use crate::generate::{multi_size_experts, Expert, GenParams, OpenAiGenerator};
 use crate::pipeline::{self, CheckedRow, FinalOutputs, GeneratedRow, RunSummary, Shard};
 use crate::tagger::{BrillTagger, TaggerMode};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+mod ig;
+pub use ig::{run_generate_ig, IgArgs};
 
 /// Decoding flags (defaults: the paper's A.3.1).
 #[derive(clap::Args, Debug, Clone)]
@@ -63,8 +68,12 @@ pub struct GenerateArgs {
     /// Output JSONL of generated rows; rerunning skips the ids already in it.
     #[arg(long)]
     pub out: PathBuf,
-    /// An expert behind an OpenAI-compatible server, `NAME=MODEL@BASE_URL`; repeat it, largest
-    /// model first (that order is the initial ranking).
+    /// An expert behind an OpenAI-compatible server, `NAME=MODEL@BASE_URL`, optionally followed
+    /// by a JSON object of extra request-body fields for that server; repeat it, largest model
+    /// first (that order is the initial ranking). The paper decodes with 4-beam search (A.3.1),
+    /// which the OpenAI API lacks; vLLM's server takes it as extra fields:
+    /// `34b=llava-v1.6-34b@http://h:8000/v1{"use_beam_search":true,"best_of":4,"length_penalty":1.0}`.
+    /// The fields are recorded with every response (`decoding` in the rows and meta.jsonl).
     #[arg(long = "server-expert")]
     pub server_experts: Vec<String>,
     /// Bearer key for every `--server-expert` (default: $OPENAI_API_KEY, sent only to https or
@@ -104,8 +113,13 @@ pub fn server_experts(args: &GenerateArgs) -> Result<Vec<Expert>> {
                     "--server-expert {spec:?}: expected NAME=MODEL@BASE_URL"
                 ))
             };
-            let (name, rest) = spec.split_once('=').ok_or_else(bad)?;
+            let (head, extra) = match spec.find('{') {
+                Some(i) => (&spec[..i], Some(&spec[i..])),
+                None => (spec.as_str(), None),
+            };
+            let (name, rest) = head.split_once('=').ok_or_else(bad)?;
             let (model, url) = rest.split_once('@').ok_or_else(bad)?;
+            let url = url.trim();
             if name.is_empty() || model.is_empty() || url.is_empty() {
                 return Err(bad());
             }
@@ -119,6 +133,17 @@ pub fn server_experts(args: &GenerateArgs) -> Result<Vec<Expert>> {
                     .find(|e| !e.contains('='))
                     .map(String::as_str)
             });
+            let extra = match extra {
+                None => serde_json::Map::new(),
+                Some(j) => match serde_json::from_str::<serde_json::Value>(j) {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    Ok(_) | Err(_) => {
+                        return Err(AmpDataError::Config(format!(
+                            "--server-expert {name}: the extra decoding fields {j:?} are not a JSON object"
+                        )))
+                    }
+                },
+            };
             let mut cfg = amp_chat::ChatConfig::from_flags_or_env_keyed(
                 Some(url.to_string()),
                 model,
@@ -132,7 +157,9 @@ pub fn server_experts(args: &GenerateArgs) -> Result<Vec<Expert>> {
                 .map_err(|e| AmpDataError::Config(format!("{spec}: {e}")))?;
             Ok(Expert {
                 name: name.to_string(),
-                generator: Arc::new(OpenAiGenerator::new(client, model, args.decoding.params())),
+                generator: Arc::new(
+                    OpenAiGenerator::new(client, model, args.decoding.params()).with_extra(extra)?,
+                ),
             })
         })
         .collect()
@@ -154,7 +181,16 @@ pub fn run_generate_with(args: &GenerateArgs, pool: Vec<Expert>) -> Result<RunSu
             allow_outside_root: args.allow_outside_root,
         },
     )?;
-    let s = pipeline::generate(&records, &experts, &args.out, args.shard, args.jobs)?;
+    generate_records(args, &records, &experts)
+}
+
+/// Runs stage 1 over `records` with `experts` and reports what it did.
+fn generate_records(
+    args: &GenerateArgs,
+    records: &[InstructionRecord],
+    experts: &[Expert],
+) -> Result<RunSummary> {
+    let s = pipeline::generate(records, experts, &args.out, args.shard, args.jobs)?;
     eprintln!(
         "generate: shard {} has {} records: {} done before, {} generated now -> {}",
         args.shard,
@@ -170,12 +206,17 @@ pub fn run_generate_with(args: &GenerateArgs, pool: Vec<Expert>) -> Result<RunSu
 #[derive(clap::Args, Debug, Clone)]
 pub struct CheckArgs {
     /// Generated rows (one or more JSONL files, e.g. the shards of `generate`).
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, required_unless_present = "explain", num_args = 1..)]
     pub generated: Vec<PathBuf>,
     /// Output directory: `checked.jsonl` (or `checked-i-of-n.jsonl` for a shard), and for an
-    /// unsharded run `amp.json`, `meta.jsonl`, `stats.json`.
+    /// unsharded run `amp.json`, `meta.jsonl`, `diagnostics.jsonl`, `stats.json`.
     #[arg(long)]
     pub out_dir: PathBuf,
+    /// Print one sample's auto-check table (chunks, best matches and similarities, the ranking
+    /// before and after) from `OUT_DIR/diagnostics.jsonl`; with `--generated` the check runs
+    /// (or resumes) first.
+    #[arg(long, value_name = "ID")]
+    pub explain: Option<String>,
     /// Match threshold τ.
     #[arg(long, default_value_t = 0.85)]
     pub tau: f32,
@@ -261,7 +302,32 @@ pub fn run_check_with(
     } else {
         None
     };
+    if let Some(id) = &args.explain {
+        print!("{}", run_explain(&args.out_dir, id)?);
+    }
     Ok(CheckOutcome { summary, outputs })
+}
+
+/// The table of sample `id` from `out_dir/diagnostics.jsonl` (written by an unsharded `check`
+/// or by `merge`).
+pub fn run_explain(out_dir: &Path, id: &str) -> Result<String> {
+    let path = out_dir.join("diagnostics.jsonl");
+    if !path.is_file() {
+        return Err(AmpDataError::data(
+            &path,
+            format!("id {id:?}"),
+            "no diagnostics here: run `amp check` (or `amp merge` for shards) into this directory first",
+        ));
+    }
+    let rows: Vec<crate::explain::SampleDiagnostics> = pipeline::load_rows(&path)?;
+    let d = rows.iter().find(|d| d.id == id).ok_or_else(|| {
+        AmpDataError::data(
+            &path,
+            format!("id {id:?}"),
+            format!("no such sample ({} samples)", rows.len()),
+        )
+    })?;
+    Ok(crate::explain::render(d))
 }
 
 /// Embedder placeholder for `--skip-check` runs.
@@ -272,7 +338,7 @@ impl SentenceEmbedder for NoEmbedder {
         "none".into()
     }
     fn embed(&self, _: &[String]) -> Result<Vec<Vec<f32>>> {
-        Err(AmpDataError::Embedding(
+        Err(AmpDataError::Config(
             "no sentence embedder configured".into(),
         ))
     }
@@ -282,6 +348,15 @@ impl SentenceEmbedder for NoEmbedder {
 /// the noun-chunk and the sentence expert (the paper's chunk expert is a CLIP text encoder: pass
 /// one through [`run_check_with`]). Without it only `--skip-check` works.
 pub fn run_check(args: &CheckArgs) -> Result<CheckOutcome> {
+    if args.generated.is_empty() {
+        if let Some(id) = &args.explain {
+            print!("{}", run_explain(&args.out_dir, id)?);
+            return Ok(CheckOutcome {
+                summary: RunSummary::default(),
+                outputs: None,
+            });
+        }
+    }
     if args.skip_check {
         return run_check_with(args, &NoEmbedder, &NoEmbedder);
     }

@@ -1,6 +1,10 @@
 //! Errors of the `amp-data` crate.
 use std::path::PathBuf;
 
+/// An implementer's own error behind one of this crate's traits ([`crate::Generator`],
+/// [`crate::SentenceEmbedder`], [`crate::FineTuner`]), kept as the `source` of the crate's error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong while building AMP preference data.
 #[derive(Debug, thiserror::Error)]
 pub enum AmpDataError {
@@ -21,19 +25,37 @@ pub enum AmpDataError {
     /// A tagger resource (textblob's `en-*.txt`) is missing or malformed.
     #[error("tagger resources: {0}")]
     Tagger(String),
-    /// A generator (local model or chat server) failed on one record.
-    #[error("generator {model}: record {record}: {message}")]
+    /// A generator (local model or chat server) failed on one record; `source` is the
+    /// generator's own error (downcast it to tell, say, an out-of-memory from a bad input).
+    #[error("generator {model}: record {record}: {source}")]
     Generation {
         model: String,
         record: String,
-        message: String,
+        #[source]
+        source: BoxError,
     },
-    /// A sentence embedder failed.
-    #[error("embedder: {0}")]
-    Embedding(String),
-    /// Fine-tuning for Incremental Generation failed.
-    #[error("fine-tuning: {0}")]
-    FineTune(String),
+    /// A sentence embedder failed; `source` is the embedder's own error.
+    #[error("embedder {embedder}: {source}")]
+    Embedding {
+        embedder: String,
+        #[source]
+        source: BoxError,
+    },
+    /// An embedder returned the wrong number of vectors.
+    #[error("embedder {embedder}: {got} vectors for {want} texts")]
+    EmbeddingCount {
+        embedder: String,
+        got: usize,
+        want: usize,
+    },
+    /// Fine-tuning for Incremental Generation failed at a stage (1-based); `source` is the
+    /// fine-tuner's own error.
+    #[error("fine-tuning stage {stage}: {source}")]
+    FineTune {
+        stage: usize,
+        #[source]
+        source: BoxError,
+    },
     /// Invalid configuration or command-line arguments.
     #[error("config: {0}")]
     Config(String),
@@ -51,6 +73,35 @@ impl AmpDataError {
         AmpDataError::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// A generator's failure on `record`, keeping its error as the source.
+    pub fn generation(
+        model: impl Into<String>,
+        record: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        AmpDataError::Generation {
+            model: model.into(),
+            record: record.into(),
+            source: source.into(),
+        }
+    }
+
+    /// An embedder's failure, keeping its error as the source.
+    pub fn embedding(embedder: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        AmpDataError::Embedding {
+            embedder: embedder.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A fine-tuner's failure at `stage`, keeping its error as the source.
+    pub fn fine_tune(stage: usize, source: impl Into<BoxError>) -> Self {
+        AmpDataError::FineTune {
+            stage,
+            source: source.into(),
         }
     }
 

@@ -48,8 +48,15 @@ pub trait Generator: Send + Sync {
     /// The model's name (stored as the response's source).
     fn name(&self) -> String;
 
+    /// The decoding parameters of this generator, recorded with each of its responses
+    /// (`null`: not reported).
+    fn decoding(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
     /// Answers the last turn of `history`, which alternates human/gpt, starts and ends with a
-    /// human turn; the first human turn carries the `<image>` placeholder.
+    /// human turn; the first human turn carries the `<image>` placeholder. A failure of the
+    /// model is [`AmpDataError::generation`] with the model's own error as the source.
     fn respond(&self, image: &Path, history: &[Turn]) -> Result<String>;
 
     /// Regenerates every gpt turn of `conversation`: human turn r is answered given the human
@@ -72,6 +79,9 @@ impl<T: Generator + ?Sized> Generator for Arc<T> {
     fn name(&self) -> String {
         (**self).name()
     }
+    fn decoding(&self) -> serde_json::Value {
+        (**self).decoding()
+    }
     fn respond(&self, image: &Path, history: &[Turn]) -> Result<String> {
         (**self).respond(image, history)
     }
@@ -83,6 +93,9 @@ impl<T: Generator + ?Sized> Generator for Arc<T> {
 impl<T: Generator + ?Sized> Generator for Box<T> {
     fn name(&self) -> String {
         (**self).name()
+    }
+    fn decoding(&self) -> serde_json::Value {
+        (**self).decoding()
     }
     fn respond(&self, image: &Path, history: &[Turn]) -> Result<String> {
         (**self).respond(image, history)
@@ -142,7 +155,8 @@ pub fn multi_size_experts(pool: Vec<Expert>, levels: Option<usize>) -> Result<Ve
 /// Fine-tunes the base model for Incremental Generation.
 pub trait FineTuner: Send + Sync {
     /// Fine-tunes the *base* model on `subset` (the cumulative subset `[F1..F_stage]`, stage is
-    /// 1-based) and returns the tuned model.
+    /// 1-based) and returns the tuned model. A failure is [`AmpDataError::fine_tune`] with the
+    /// tuner's own error as the source.
     fn fine_tune(&self, subset: &[InstructionRecord], stage: usize) -> Result<Arc<dyn Generator>>;
 }
 
@@ -198,14 +212,17 @@ pub fn incremental_experts(
 /// message; the dialogue's `<image>` placeholder is removed from the text.
 ///
 /// Decoding: `temperature` and `max_tokens` come from [`GenParams`]. The OpenAI API has no beam
-/// search or repetition penalty, and `amp-chat` sends only standard fields, so `num_beams` and
-/// `repetition_penalty` are not sent (configure them on the server, e.g. vLLM's
-/// `--generation-config`).
+/// search or repetition penalty, so `num_beams` and `repetition_penalty` are not sent. The paper
+/// decodes its experts with 4-beam search (A.3.1); servers that take extra body fields can do it
+/// through [`Self::with_extra`], e.g. vLLM's OpenAI-compatible server with
+/// `{"use_beam_search": true, "best_of": 4, "length_penalty": 1.0}`. The fields sent are
+/// reported by [`Generator::decoding`] and so recorded with every response.
 pub struct OpenAiGenerator {
     client: amp_chat::ChatClient,
     model: String,
     params: GenParams,
     system: Option<String>,
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl OpenAiGenerator {
@@ -216,7 +233,24 @@ impl OpenAiGenerator {
             model: model.into(),
             params,
             system: None,
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// Extra request-body fields for this server (see the type's doc); a key that is a standard
+    /// chat-completions field is refused.
+    pub fn with_extra(mut self, extra: serde_json::Map<String, serde_json::Value>) -> Result<Self> {
+        if let Some(k) = extra
+            .keys()
+            .find(|k| amp_chat::types::STANDARD_FIELDS.contains(&k.as_str()))
+        {
+            return Err(AmpDataError::Config(format!(
+                "{}: extra decoding field {k:?} is a standard chat-completions field (set it with its own flag)",
+                self.model
+            )));
+        }
+        self.extra = extra;
+        Ok(self)
     }
 
     /// Adds a system prompt.
@@ -250,9 +284,11 @@ impl OpenAiGenerator {
                 _ => Message::assistant(text),
             });
         }
-        Ok(amp_chat::ChatRequest::new(self.model.clone(), messages)
+        amp_chat::ChatRequest::new(self.model.clone(), messages)
             .temperature(self.params.temperature)
-            .max_tokens(self.params.max_new_tokens as u32))
+            .max_tokens(self.params.max_new_tokens as u32)
+            .extra(self.extra.clone())
+            .map_err(|e| AmpDataError::Config(format!("{}: {e}", self.model)))
     }
 }
 
@@ -260,17 +296,24 @@ impl Generator for OpenAiGenerator {
     fn name(&self) -> String {
         self.model.clone()
     }
+    fn decoding(&self) -> serde_json::Value {
+        let mut d = serde_json::json!({
+            "model": self.model,
+            "temperature": self.params.temperature,
+            "max_tokens": self.params.max_new_tokens,
+        });
+        if !self.extra.is_empty() {
+            d["extra"] = serde_json::Value::Object(self.extra.clone());
+        }
+        d
+    }
 
     fn respond(&self, image: &Path, history: &[Turn]) -> Result<String> {
         let req = self.request(image, history)?;
         let resp = self
             .client
             .complete(&req)
-            .map_err(|e| AmpDataError::Generation {
-                model: self.model.clone(),
-                record: image.display().to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| AmpDataError::generation(&self.model, image.display().to_string(), e))?;
         Ok(resp.content)
     }
 }

@@ -10,6 +10,7 @@
 //! * [`chunker`] — maximal noun chunks with the paper's stop-lists (§3.1.3 items 1–2).
 //! * [`autocheck`] — local/global metrics and re-ranking (§3.1.3 items 3–5) over a
 //!   [`SentenceEmbedder`].
+//! * [`explain`] — per-sample auto-check diagnostics (`diagnostics.jsonl`, `amp check --explain`).
 //! * [`pipeline`] — resumable, shardable, parallel runs; the AMP output format and metadata.
 //! * `minilm` (feature `mllm`) — `BertEmbedder`: mllm's all-MiniLM-L6-v2 as a [`SentenceEmbedder`].
 //! * [`cli`] — clap arguments and run functions for `generate`, `check` and `merge`.
@@ -41,6 +42,7 @@ pub mod chunker;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod explain;
 pub mod generate;
 #[cfg(feature = "mllm")]
 pub mod minilm;
@@ -50,7 +52,7 @@ pub mod tagger;
 pub use autocheck::{AutoCheckConfig, AutoChecker, SentenceEmbedder};
 pub use chunker::{Chunker, NounChunk};
 pub use data::{load_llava, InstructionRecord};
-pub use error::{AmpDataError, Result};
+pub use error::{AmpDataError, BoxError, Result};
 pub use generate::{Expert, FineTuner, GenParams, Generator, OpenAiGenerator};
 pub use pipeline::{CheckedRow, GeneratedRow, Shard};
 pub use tagger::{BrillTagger, TaggerMode};

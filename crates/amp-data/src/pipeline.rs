@@ -16,9 +16,12 @@
 //!   best first, `output_1` the standard response (loads with `mdpo::data::load_amp_file`);
 //! * `meta.jsonl` — one line per response: source model, initial and final level, Acc, score and
 //!   their local/global parts;
+//! * `diagnostics.jsonl` — per sample, the chunks and sentences of the standard and of each
+//!   response, each standard entry's best match and similarity, and the ranking before and after
+//!   the check ([`crate::explain`]; `amp check --explain ID` prints one);
 //! * `stats.json` — dataset statistics (rankings changed by the check, ties, responses without
 //!   chunks, mean Acc per source).
-use crate::autocheck::{AutoChecker, ResponseCheck, SentenceEmbedder};
+use crate::autocheck::{AutoChecker, ResponseCheck, ResponseMatches, SentenceEmbedder};
 use crate::data::{gpt_turns, InstructionRecord};
 use crate::error::{AmpDataError, Result};
 use crate::generate::Expert;
@@ -87,6 +90,9 @@ pub struct Candidate {
     pub source: String,
     /// Its full conversation (the record's human turns, the expert's gpt turns).
     pub conversation: Conversation,
+    /// How the expert decoded it ([`crate::Generator::decoding`]; absent when not reported).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub decoding: serde_json::Value,
 }
 
 /// Stage-1 row: a record and its K−1 generated responses in initial-rank order.
@@ -122,6 +128,16 @@ pub struct CheckedResponse {
     /// The response's maximal noun chunks (diagnostics; empty when the check was skipped).
     #[serde(default)]
     pub chunks: Vec<String>,
+    /// The sentence of each of its chunks (diagnostics).
+    #[serde(default)]
+    pub sentences: Vec<String>,
+    /// Each standard chunk's (and sentence's) best match in this response (diagnostics; `None`
+    /// when the check was skipped or could not judge the sample).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<ResponseMatches>,
+    /// How the expert decoded it (copied from the generated row).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub decoding: serde_json::Value,
 }
 
 /// Stage-2 row: the final ranking of one sample with per-sample diagnostics.
@@ -136,6 +152,9 @@ pub struct CheckedRow {
     /// The standard response's maximal noun chunks (diagnostics).
     #[serde(default)]
     pub standard_chunk_texts: Vec<String>,
+    /// The sentence of each standard chunk (diagnostics).
+    #[serde(default)]
+    pub standard_sentence_texts: Vec<String>,
     /// Whether the auto-check ran on this sample.
     pub checked: bool,
     /// Whether the check changed the initial ranking.
@@ -325,22 +344,15 @@ pub fn generate(
                     e.generator
                         .generate(&r.image, &r.conversations)
                         .map_err(|err| match err {
-                            AmpDataError::Generation { model, message, .. } => {
-                                AmpDataError::Generation {
-                                    model,
-                                    record: r.id.clone(),
-                                    message,
-                                }
+                            AmpDataError::Generation { model, source, .. } => {
+                                AmpDataError::generation(model, r.id.clone(), source)
                             }
-                            other => AmpDataError::Generation {
-                                model: e.name.clone(),
-                                record: r.id.clone(),
-                                message: other.to_string(),
-                            },
+                            other => AmpDataError::generation(&e.name, r.id.clone(), other),
                         })?;
                 candidates.push(Candidate {
                     source: e.name.clone(),
                     conversation,
+                    decoding: e.generator.decoding(),
                 });
             }
             Ok(GeneratedRow {
@@ -399,7 +411,7 @@ pub fn check_row<L: SentenceEmbedder, G: SentenceEmbedder>(
     checker: Option<&AutoChecker<L, G>>,
 ) -> Result<CheckedRow> {
     let n = row.candidates.len();
-    let (order, checks, standard_chunks, changed, ties, std_texts, chunk_texts) = match checker {
+    let sc = match checker {
         Some(c) => {
             let std = gpt_turns(&row.standard);
             let gens: Vec<Vec<String>> = row
@@ -407,28 +419,13 @@ pub fn check_row<L: SentenceEmbedder, G: SentenceEmbedder>(
                 .iter()
                 .map(|c| gpt_turns(&c.conversation))
                 .collect();
-            let sc = c.check(&std, &gens)?;
-            let checks: Vec<Option<ResponseCheck>> =
-                sc.responses.iter().copied().map(Some).collect();
-            (
-                sc.order,
-                checks,
-                sc.standard_chunks,
-                sc.changed,
-                sc.ties,
-                sc.standard_chunk_texts,
-                sc.response_chunk_texts,
-            )
+            Some(c.check(&std, &gens)?)
         }
-        None => (
-            (0..n).collect(),
-            vec![None; n],
-            0,
-            false,
-            0,
-            Vec::new(),
-            vec![Vec::new(); n],
-        ),
+        None => None,
+    };
+    let (order, standard_chunks, changed, ties) = match &sc {
+        Some(sc) => (sc.order.clone(), sc.standard_chunks, sc.changed, sc.ties),
+        None => ((0..n).collect(), 0, false, 0),
     };
     let responses = order
         .iter()
@@ -438,10 +435,23 @@ pub fn check_row<L: SentenceEmbedder, G: SentenceEmbedder>(
             initial_rank: i + 1,
             final_rank: r + 1,
             conversation: row.candidates[i].conversation.clone(),
-            check: checks[i],
-            chunks: chunk_texts[i].clone(),
+            check: sc.as_ref().map(|sc| sc.responses[i]),
+            chunks: sc
+                .as_ref()
+                .map(|sc| sc.response_chunk_texts[i].clone())
+                .unwrap_or_default(),
+            sentences: sc
+                .as_ref()
+                .map(|sc| sc.response_sentence_texts[i].clone())
+                .unwrap_or_default(),
+            matches: sc.as_ref().and_then(|sc| sc.matches.get(i).cloned()),
+            decoding: row.candidates[i].decoding.clone(),
         })
         .collect();
+    let (std_texts, std_sentences) = match sc {
+        Some(sc) => (sc.standard_chunk_texts, sc.standard_sentence_texts),
+        None => (Vec::new(), Vec::new()),
+    };
     Ok(CheckedRow {
         id: row.id.clone(),
         index: row.index,
@@ -449,6 +459,7 @@ pub fn check_row<L: SentenceEmbedder, G: SentenceEmbedder>(
         standard: row.standard.clone(),
         standard_chunks,
         standard_chunk_texts: std_texts,
+        standard_sentence_texts: std_sentences,
         checked: checker.is_some() && standard_chunks > 0,
         changed,
         ties,
@@ -503,6 +514,8 @@ pub struct DatasetStats {
 pub struct FinalOutputs {
     pub amp_json: PathBuf,
     pub meta_jsonl: PathBuf,
+    /// Per-sample auto-check diagnostics ([`crate::explain::SampleDiagnostics`], input order).
+    pub diagnostics_jsonl: PathBuf,
     pub stats_json: PathBuf,
     pub stats: DatasetStats,
 }
@@ -581,6 +594,9 @@ pub fn finalize(mut rows: Vec<CheckedRow>, dir: &Path) -> Result<FinalOutputs> {
                 "id": r.id, "index": r.index, "source": resp.source,
                 "initial_rank": resp.initial_rank, "final_rank": resp.final_rank, "checked": r.checked,
             });
+            if !resp.decoding.is_null() {
+                m["decoding"] = resp.decoding.clone();
+            }
             if let Some(c) = &resp.check {
                 let o = m.as_object_mut().unwrap();
                 o.insert("acc".into(), c.acc.into());
@@ -621,10 +637,18 @@ pub fn finalize(mut rows: Vec<CheckedRow>, dir: &Path) -> Result<FinalOutputs> {
         m.push(b'\n');
     }
     write_atomic(&meta_jsonl, &m)?;
+    let diagnostics_jsonl = dir.join("diagnostics.jsonl");
+    let mut d = Vec::new();
+    for r in &rows {
+        serde_json::to_writer(&mut d, &crate::explain::SampleDiagnostics::from_row(r)).unwrap();
+        d.push(b'\n');
+    }
+    write_atomic(&diagnostics_jsonl, &d)?;
     write_atomic(&stats_json, &serde_json::to_vec_pretty(&stats).unwrap())?;
     Ok(FinalOutputs {
         amp_json,
         meta_jsonl,
+        diagnostics_jsonl,
         stats_json,
         stats,
     })

@@ -143,3 +143,108 @@ fn generate_check_merge_from_the_command_line() {
             .contains("run_check_with"));
     }
 }
+
+#[test]
+fn server_experts_carry_extra_decoding_fields_into_the_request_body_and_the_metadata() {
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let b2 = bodies.clone();
+    let server = MockServer::start(move |req| {
+        let v = req.json();
+        b2.lock().unwrap().push(v.clone());
+        MockReply::completion(v["model"].as_str().unwrap_or(""), "a red car near a tree.")
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = common::write_llava(&d.join("data"), 2);
+    let url = server.base_url();
+    let beam = format!(
+        r#"big=llava-13b@{url}{{"use_beam_search": true, "best_of": 4, "length_penalty": 1.0}}"#
+    );
+    let plain = format!("small=llava-7b@{url}");
+    let gen = d.join("gen.jsonl");
+    let (input_s, gen_s) = (input.to_str().unwrap(), gen.to_str().unwrap());
+    // `generate --input ... --out ...` with the given extra flags.
+    let generate = |flags: &[&str]| {
+        let mut args = vec!["generate", "--input", input_s, "--out", gen_s];
+        args.extend(flags);
+        let Cmd::Generate(a) = parse(&args) else {
+            unreachable!()
+        };
+        cli::run_generate(&a)
+    };
+    let flags = ["--server-expert", &beam, "--server-expert", &plain];
+    generate(&[&flags[..], &["--temperature", "0", "--jobs", "1"]].concat()).unwrap();
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(
+        bodies.len(),
+        2 * 3,
+        "2 records, one of them 2-round, 2 experts"
+    );
+    for b in bodies.iter() {
+        let o = b.as_object().unwrap();
+        if b["model"] == "llava-13b" {
+            assert_eq!(b["use_beam_search"], true);
+            assert_eq!(b["best_of"], 4);
+            assert_eq!(b["length_penalty"], 1.0);
+        } else {
+            assert_eq!(b["model"], "llava-7b");
+            assert!(
+                !o.contains_key("use_beam_search") && !o.contains_key("best_of"),
+                "{b}"
+            );
+        }
+        assert_eq!(b["temperature"], 0.0);
+        assert_eq!(b["max_tokens"], 512);
+        assert!(b["messages"].is_array());
+    }
+    // Recorded with every generated response ...
+    let rows: Vec<amp_data::GeneratedRow> = amp_data::pipeline::load_rows(&gen).unwrap();
+    for r in &rows {
+        let big = &r.candidates[0].decoding;
+        assert_eq!(big["model"], "llava-13b");
+        assert_eq!(
+            big["extra"],
+            serde_json::json!({"use_beam_search": true, "best_of": 4, "length_penalty": 1.0})
+        );
+        assert_eq!(r.candidates[1].decoding["model"], "llava-7b");
+        assert!(r.candidates[1].decoding.get("extra").is_none());
+    }
+    // ... and in the data set's meta.jsonl.
+    let out = d.join("ck");
+    let Cmd::Check(c) = parse(&[
+        "check",
+        "--generated",
+        gen_s,
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--skip-check",
+    ]) else {
+        unreachable!()
+    };
+    let o = cli::run_check(&c).unwrap().outputs.unwrap();
+    let meta = std::fs::read_to_string(o.meta_jsonl).unwrap();
+    let big: Vec<serde_json::Value> = meta
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|m| m["source"] == "big")
+        .collect();
+    assert_eq!(big.len(), 2);
+    assert!(big
+        .iter()
+        .all(|m| m["decoding"]["extra"]["use_beam_search"] == true));
+
+    // Not a JSON object, or a standard field in disguise: named config errors.
+    for (spec, needle) in [
+        (format!("big=m@{url}{{\"best_of\": }}"), "not a JSON object"),
+        (
+            format!("big=m@{url}{{\"temperature\": 1.0}}"),
+            "standard chat-completions field",
+        ),
+    ] {
+        let e = generate(&["--server-expert", &spec])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{spec}: {e}");
+    }
+}

@@ -194,10 +194,8 @@ fn openai_generator_sends_image_as_data_url_with_paper_defaults() {
     let url = first[0]["image_url"]["url"].as_str().unwrap();
     assert_eq!(
         url,
-        format!(
-            "data:image/png;base64,{}",
-            amp_chat::base64::encode(&common::TINY_PNG)
-        )
+        // base64 of common::TINY_PNG, computed with Python's `base64.b64encode`.
+        "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAIAAAAmkwkpAAAAEElEQVR4nGM4IScHRwzEcQCxYxBBO0tjggAAAABJRU5ErkJggg=="
     );
     assert_eq!(first[1]["text"], "What is this?");
     assert_eq!(r["messages"][1]["role"], "assistant");
@@ -380,4 +378,113 @@ fn merge_rejects_conflicting_duplicates() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("rec-") && e.contains("different content"), "{e}");
+}
+
+/// A downstream model's own error type.
+#[derive(Debug, PartialEq)]
+struct OutOfMemory {
+    bytes: usize,
+}
+
+impl std::fmt::Display for OutOfMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "out of memory allocating {} bytes", self.bytes)
+    }
+}
+
+impl std::error::Error for OutOfMemory {}
+
+/// TEST DOUBLE: a generator and an embedder that fail with [`OutOfMemory`].
+struct Oom;
+
+impl Generator for Oom {
+    fn name(&self) -> String {
+        "oom".into()
+    }
+    fn respond(&self, image: &Path, _: &[mdpo::Turn]) -> amp_data::Result<String> {
+        Err(amp_data::AmpDataError::generation(
+            "oom",
+            image.display().to_string(),
+            OutOfMemory { bytes: 7 },
+        ))
+    }
+}
+
+impl amp_data::SentenceEmbedder for Oom {
+    fn name(&self) -> String {
+        "oom".into()
+    }
+    fn embed(&self, _: &[String]) -> amp_data::Result<Vec<Vec<f32>>> {
+        Err(amp_data::AmpDataError::embedding(
+            "oom",
+            OutOfMemory { bytes: 9 },
+        ))
+    }
+}
+
+impl amp_data::FineTuner for Oom {
+    fn fine_tune(
+        &self,
+        _: &[amp_data::InstructionRecord],
+        stage: usize,
+    ) -> amp_data::Result<Arc<dyn Generator>> {
+        Err(amp_data::AmpDataError::fine_tune(
+            stage,
+            OutOfMemory { bytes: 100 + stage },
+        ))
+    }
+}
+
+#[test]
+fn an_implementers_own_error_comes_back_as_the_source() {
+    use std::error::Error as _;
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_llava(&dir.path().join("data"), 2);
+    let recs = load_llava(&input, None).unwrap();
+    let experts = vec![Expert {
+        name: "oom".into(),
+        generator: Arc::new(Oom),
+    }];
+    let err = pipeline::generate(
+        &recs,
+        &experts,
+        &dir.path().join("gen.jsonl"),
+        Shard::ALL,
+        1,
+    )
+    .unwrap_err();
+    // The pipeline names the record it was on and keeps the model's error, downcastable.
+    assert!(
+        matches!(&err, amp_data::AmpDataError::Generation { model, record, .. } if model == "oom" && record.starts_with("rec-"))
+    );
+    let src = err.source().unwrap().downcast_ref::<OutOfMemory>();
+    assert_eq!(src, Some(&OutOfMemory { bytes: 7 }), "{err}");
+
+    let chunker = Chunker::new(BrillTagger::from_installed(TaggerMode::Brill).unwrap());
+    let checker = AutoChecker::new(chunker, Oom, BagOfWords, AutoCheckConfig::default());
+    let err = checker
+        .check(
+            &["A red car is parked near a tree.".into()],
+            &[vec!["A red car.".into()]],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.source().unwrap().downcast_ref::<OutOfMemory>(),
+        Some(&OutOfMemory { bytes: 9 }),
+        "{err}"
+    );
+
+    let base = Expert {
+        name: "base".into(),
+        generator: Arc::new(Oom),
+    };
+    let err = incremental_experts(base, &Oom, &recs, 3).unwrap_err();
+    assert!(
+        matches!(err, amp_data::AmpDataError::FineTune { stage: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        err.source().unwrap().downcast_ref::<OutOfMemory>(),
+        Some(&OutOfMemory { bytes: 101 })
+    );
 }

@@ -5,9 +5,9 @@ mod common;
 use amp_data::autocheck::{AutoCheckConfig, AutoChecker};
 use amp_data::chunker::Chunker;
 use amp_data::{BrillTagger, TaggerMode};
-use common::minilm::MiniLm;
+use common::minilm::{BertEmbedder, MiniLm};
 
-fn checker() -> AutoChecker<MiniLm, MiniLm> {
+fn checker() -> AutoChecker<BertEmbedder, BertEmbedder> {
     let load = || {
         MiniLm::load().unwrap_or_else(|e| {
             panic!("real MiniLM expert unavailable: {e} (run `source scripts/setup.sh`)")

@@ -22,6 +22,7 @@ fn row(i: usize) -> GeneratedRow {
         candidates: vec![Candidate {
             source: "small".into(),
             conversation: vec![t("human", "<image>\nWhat is it?"), t("gpt", "A blue car.")],
+            decoding: serde_json::Value::Null,
         }],
     }
 }

@@ -1,5 +1,6 @@
 //! amp-io: the small, torch-free foundations every amp-rs crate shares.
 //!
+//! - [`json`]: helpers for JSON readers' error messages ([`json::kind_of`]).
 //! - [`rng`]: the one seeded PRNG (SplitMix64 + xoshiro256**); every random draw of a run comes
 //!   from a stream derived from the run's seed.
 //! - [`jsonl`]: the strict JSONL reader for user input and the lenient one for resuming a
@@ -14,6 +15,7 @@ pub mod image_check;
 pub mod jsonl;
 pub mod lock;
 pub mod paths;
+pub mod json;
 pub mod rng;
 
 pub use rng::Rng;

@@ -69,17 +69,8 @@ fn read_json_list(path: &Path) -> Result<Vec<Value>> {
     }
 }
 
-/// How a JSON value reads in an error message ("a string", "a list", ...).
-pub fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
+/// How a JSON value reads in an error message (shared with the other crates' readers).
+pub use amp_io::json::kind_of;
 
 fn parse_conversation(path: &Path, loc: &str, v: &Value) -> Result<Conversation> {
     let turns = v

@@ -149,7 +149,7 @@ struct TaskOutcome {
 }
 
 /// The answering call as the runner sees it.
-type RespondFn<'r> = dyn Fn(&[u8], &[Turn]) -> Result<String, String> + 'r;
+type RespondFn<'r> = dyn Fn(&[u8], &[Turn]) -> std::result::Result<String, crate::BoxError> + 'r;
 
 struct Ctx<'a> {
     bench: Benchmark,
@@ -216,7 +216,7 @@ impl<'a> Ctx<'a> {
                     turns.push(Turn::assistant(answer));
                 }
                 Err(reason) => {
-                    o.failed = Some((task.id.clone(), reason));
+                    o.failed = Some((task.id.clone(), reason.to_string()));
                     return Ok(o);
                 }
             }

@@ -530,7 +530,7 @@ mod tests {
             fn decoding(&self) -> serde_json::Value {
                 serde_json::json!({"greedy": true})
             }
-            fn respond(&self, image: &[u8], _: &[crate::responder::Turn]) -> std::result::Result<String, String> {
+            fn respond(&self, image: &[u8], _: &[crate::responder::Turn]) -> std::result::Result<String, crate::BoxError> {
                 assert_eq!(image, TINY_PNG);
                 Ok("Yes, there is.".into())
             }

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{BenchError, Result};
+use amp_io::json::kind_of as kind;
 use amp_io::paths::DataRoot;
 
 /// Where an item's image is.
@@ -36,12 +37,24 @@ pub enum ImageRef {
 mod b64 {
     use serde::{Deserialize, Deserializer, Serializer};
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&amp_chat::base64::encode(v))
+        use base64::Engine as _;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
-        amp_chat::base64::decode(&s).map_err(serde::de::Error::custom)
+        super::decode_base64(&s).map_err(serde::de::Error::custom)
     }
+}
+
+/// Decodes inline image bytes: standard or URL-safe base64, padding optional, ASCII whitespace
+/// (line breaks of exported files) ignored.
+fn decode_base64(text: &str) -> std::result::Result<Vec<u8>, base64::DecodeError> {
+    use base64::engine::{general_purpose, GeneralPurpose};
+    use base64::{alphabet, Engine as _};
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, general_purpose::PAD_INDIFFERENT);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, general_purpose::PAD_INDIFFERENT);
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    STANDARD.decode(&compact).or_else(|e| URL_SAFE.decode(&compact).map_err(|_| e))
 }
 
 impl ImageRef {
@@ -165,17 +178,6 @@ fn str_list(v: &Value) -> std::result::Result<Vec<String>, String> {
             })
             .collect(),
         other => Err(format!("expected a list of strings, found {}", kind(other))),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -314,7 +316,7 @@ fn image_field(r: &Rec, fields: &[&str]) -> Result<ImageRef> {
             Some(Value::String(s)) if !s.is_empty() => return Ok(ImageRef::File(s.clone())),
             Some(Value::Object(o)) => {
                 if let Some(Value::String(b)) = o.get("bytes") {
-                    let bytes = amp_chat::base64::decode(b).map_err(|e| r.err(&format!("{f}.bytes"), e))?;
+                    let bytes = decode_base64(b).map_err(|e| r.err(&format!("{f}.bytes"), e.to_string()))?;
                     return Ok(ImageRef::Bytes(bytes));
                 }
                 if let Some(Value::String(p)) = o.get("path") {
@@ -571,4 +573,21 @@ pub fn load_llava_rules(path: &Path) -> Result<BTreeMap<String, LlavaRule>> {
         out.insert(k.clone(), LlavaRule { role: r.str("role")?, prompt: r.str("prompt")? });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_base64;
+
+    #[test]
+    fn inline_images_decode_with_or_without_padding_and_line_breaks() {
+        // RFC 4648 §10 test vectors, padded and unpadded.
+        for (plain, enc) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE=")] {
+            assert_eq!(decode_base64(enc).unwrap(), plain.as_bytes());
+            assert_eq!(decode_base64(enc.trim_end_matches('=')).unwrap(), plain.as_bytes());
+        }
+        assert_eq!(decode_base64("Zm9v\nYmFy\r\n").unwrap(), b"foobar");
+        assert_eq!(decode_base64("-_8").unwrap(), [0xfb, 0xff], "URL-safe alphabet");
+        assert!(decode_base64("Zm9v!").is_err());
+    }
 }

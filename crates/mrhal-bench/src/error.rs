@@ -2,6 +2,10 @@
 
 use std::path::PathBuf;
 
+/// An implementer's own error behind [`crate::Responder`] (e.g. a model's out-of-memory or a chat
+/// client's `ChatError`), boxed so it can be downcast.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Harness errors. Data errors name the file, the record and the field.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {

@@ -21,14 +21,15 @@ pub struct Verdict<T> {
 }
 
 /// Why an item has no verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum JudgeFailure {
     /// This judge cannot rate this benchmark.
     #[error("unsupported: {0}")]
     Unsupported(String),
-    /// The judge could not be reached (after retries).
+    /// The judge could not be reached (after retries); the source is the client's error (for
+    /// [`crate::LlmJudge`], an [`amp_chat::ChatError`]).
     #[error("judge API failure: {0}")]
-    Api(String),
+    Api(#[source] crate::BoxError),
     /// The judge answered but the output does not follow the required format.
     #[error("unparsable judge output: {reason}")]
     Parse {
@@ -37,6 +38,9 @@ pub enum JudgeFailure {
         /// The raw output.
         raw: String,
     },
+    /// Any other failure of a judge; the source is the implementer's own error.
+    #[error("judge failure: {0}")]
+    Other(#[source] crate::BoxError),
 }
 
 /// Rates answers. Implemented by [`crate::llm_judge::LlmJudge`] and by non-LLM judges (the

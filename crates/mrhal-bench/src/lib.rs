@@ -27,7 +27,7 @@ pub mod responder;
 pub mod runner;
 
 pub use answers::{generate_answers, generate_answers_sequential, load_answers, AnswerSet, AnswerTask, Benchmark};
-pub use error::{BenchError, Result};
+pub use error::{BenchError, BoxError, Result};
 pub use judge::{Judge, JudgeFailure, Verdict};
 pub use llm_judge::{JudgeParams, LlmJudge};
 pub use responder::{Decoding, OpenAiResponder, Responder, Speaker, Turn};

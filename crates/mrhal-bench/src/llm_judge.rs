@@ -75,7 +75,7 @@ impl LlmJudge {
         let resp = self
             .client
             .complete_validated(&req, |r| parse(&r.content).is_ok())
-            .map_err(|e| JudgeFailure::Api(e.to_string()))?;
+            .map_err(|e| JudgeFailure::Api(Box::new(e)))?;
         let value = parse(&resp.content)?;
         let judge_model = if resp.model.is_empty() { "(not reported by server)".to_string() } else { resp.model };
         Ok(Verdict { value, judge_model, raw: resp.content, prompt_hash })

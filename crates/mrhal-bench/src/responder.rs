@@ -48,8 +48,9 @@ pub trait Responder {
     fn name(&self) -> String;
     /// Decoding parameters and seed, recorded in the answers and the results file.
     fn decoding(&self) -> Value;
-    /// Answers the last user turn. An `Err` leaves the item unanswered (retried on rerun).
-    fn respond(&self, image: &[u8], turns: &[Turn]) -> Result<String, String>;
+    /// Answers the last user turn. An `Err` (the implementer's own error) leaves the item
+    /// unanswered (retried on rerun).
+    fn respond(&self, image: &[u8], turns: &[Turn]) -> Result<String, crate::BoxError>;
 }
 
 /// Decoding settings for a served model.
@@ -113,11 +114,11 @@ impl Responder for OpenAiResponder {
     fn decoding(&self) -> Value {
         serde_json::to_value(&self.decoding).unwrap_or(Value::Null)
     }
-    fn respond(&self, image: &[u8], turns: &[Turn]) -> Result<String, String> {
+    fn respond(&self, image: &[u8], turns: &[Turn]) -> Result<String, crate::BoxError> {
         let d = &self.decoding;
         let mut req = ChatRequest::new("", self.messages(image, turns)).temperature(d.temperature).max_tokens(d.max_tokens);
         req.top_p = d.top_p;
         req.seed = d.seed;
-        self.client.complete(&req).map(|r| r.content).map_err(|e| e.to_string())
+        Ok(self.client.complete(&req)?.content)
     }
 }

