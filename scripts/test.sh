@@ -17,3 +17,9 @@ for gen in tests/oracles/gen_*.py; do
 done
 
 cargo test --workspace --no-fail-fast "$@"
+
+# A crate outside the workspace that depends on `mdpo` by version and trains its own model through
+# the public API (tests/downstream). Same Cargo.lock versions, target directory and profiles as the
+# workspace, so only mdpo and the downstream crate compile; its "test result" line ends the run.
+cp Cargo.lock tests/downstream/Cargo.lock
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" cargo test --manifest-path tests/downstream/Cargo.toml
