@@ -4,11 +4,16 @@
 mod common;
 
 use common::{assert_equal, config, synthetic, TinyLm};
-use mdpo::{MdpoConfig, MdpoError, Reference, Trainer};
+use mdpo::{MdpoConfig, MdpoError, PreferenceExample, Reference, Trainer};
 use std::path::Path;
 
 fn cfg(dir: &Path) -> MdpoConfig {
     MdpoConfig { max_steps: Some(3), save_every: 500, ..config(dir, 3) }
+}
+
+/// A trainer of `TinyLm::new(policy)` against the frozen `TinyLm::new(reference)`.
+fn trainer(policy: i64, reference: i64, data: &[PreferenceExample], c: MdpoConfig) -> mdpo::Result<Trainer<TinyLm>> {
+    Trainer::new(TinyLm::new(policy, false, 0.0), Reference::Model(TinyLm::new(reference, false, 0.0)), data.to_vec(), c)
 }
 
 /// The first checkpoint holds the initial state: a run killed before step 1 (here: dropped) and
@@ -18,13 +23,13 @@ fn cfg(dir: &Path) -> MdpoConfig {
 fn a_kill_before_the_first_step_resumes_the_same_run() {
     let data = synthetic(4, 3);
     let d_full = tempfile::tempdir().unwrap();
-    let mut full = Trainer::new(TinyLm::new(1, false, 0.0), Reference::Model(TinyLm::new(5, false, 0.0)), data.clone(), cfg(d_full.path())).unwrap();
+    let mut full = trainer(1, 5, &data, cfg(d_full.path())).unwrap();
     full.train().unwrap();
 
     let d = tempfile::tempdir().unwrap();
-    drop(Trainer::new(TinyLm::new(1, false, 0.0), Reference::Model(TinyLm::new(5, false, 0.0)), data.clone(), cfg(d.path())).unwrap());
+    drop(trainer(1, 5, &data, cfg(d.path())).unwrap());
     assert!(d.path().join("checkpoints/step-00000000/trainable.safetensors").is_file());
-    let mut rerun = Trainer::new(TinyLm::new(2, false, 0.0), Reference::Model(TinyLm::new(5, false, 0.0)), data, cfg(d.path())).unwrap();
+    let mut rerun = trainer(2, 5, &data, cfg(d.path())).unwrap();
     assert_eq!(rerun.state().step, 0);
     rerun.train().unwrap();
     assert_equal(&full.trainable(), &rerun.trainable());
@@ -36,11 +41,11 @@ fn a_kill_before_the_first_step_resumes_the_same_run() {
 fn resume_refuses_a_changed_setting_unless_overridden() {
     let data = synthetic(4, 3);
     let d = tempfile::tempdir().unwrap();
-    let mut t = Trainer::new(TinyLm::new(1, false, 0.0), Reference::Model(TinyLm::new(5, false, 0.0)), data.clone(), cfg(d.path())).unwrap();
+    let mut t = trainer(1, 5, &data, cfg(d.path())).unwrap();
     t.step().unwrap();
     t.save_checkpoint().unwrap();
     drop(t);
-    let rerun = |c: MdpoConfig| Trainer::new(TinyLm::new(1, false, 0.0), Reference::Model(TinyLm::new(5, false, 0.0)), data.clone(), c);
+    let rerun = |c: MdpoConfig| trainer(1, 5, &data, c);
     let e = rerun(MdpoConfig { lr: 2e-2, ..cfg(d.path()) }).err().unwrap();
     assert!(matches!(&e, MdpoError::ConfigChanged { field, saved, current, .. } if field == "lr" && saved == "0.01" && current == "0.02"), "{e}");
     assert!(e.to_string().contains("--override-config"), "{e}");
@@ -75,7 +80,7 @@ fn a_run_whose_every_step_is_non_finite_is_an_error() {
     }
     let d = tempfile::tempdir().unwrap();
     let c = MdpoConfig { batch_size: 4, max_steps: Some(2), max_skipped_steps: 10, ..cfg(d.path()) };
-    let mut t = Trainer::new(TinyLm::new(1, false, 0.0), Reference::Model(TinyLm::new(1, false, 0.0)), data, c).unwrap();
+    let mut t = trainer(1, 1, &data, c).unwrap();
     let e = t.train().unwrap_err();
     match &e {
         MdpoError::NonFiniteRun { steps: 2, skipped: 2, last_skipped: true, first_step: 1, first_ids } => {
@@ -97,7 +102,7 @@ fn a_run_whose_final_loss_is_nan_is_an_error() {
     data[order[3]].id = "nan-last".into();
     let d = tempfile::tempdir().unwrap();
     let c = MdpoConfig { max_steps: Some(2), ..cfg(d.path()) };
-    let mut t = Trainer::new(TinyLm::new(1, false, 0.0), Reference::Model(TinyLm::new(1, false, 0.0)), data.clone(), c.clone()).unwrap();
+    let mut t = trainer(1, 1, &data, c.clone()).unwrap();
     let e = t.train().unwrap_err();
     match &e {
         MdpoError::NonFiniteRun { steps: 2, skipped: 1, last_skipped: true, first_step: 2, first_ids } => {
@@ -107,6 +112,6 @@ fn a_run_whose_final_loss_is_nan_is_an_error() {
     }
     // A rerun resumes at the end and reports the same failure instead of succeeding.
     drop(t);
-    let mut t = Trainer::new(TinyLm::new(1, false, 0.0), Reference::Model(TinyLm::new(1, false, 0.0)), data, c).unwrap();
+    let mut t = trainer(1, 1, &data, c).unwrap();
     assert!(matches!(t.train(), Err(MdpoError::NonFiniteRun { first_step: 2, .. })));
 }
