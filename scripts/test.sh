@@ -22,3 +22,9 @@ echo "scripts/test.sh: cargo package (library crates)"
 cargo package --workspace --exclude amp --no-verify --allow-dirty --quiet
 
 cargo test --workspace --no-fail-fast "$@"
+
+# A crate outside the workspace that depends on `mdpo` by version and trains its own model through
+# the public API (tests/downstream). Same Cargo.lock versions, target directory and profiles as the
+# workspace, so only mdpo and the downstream crate compile; its "test result" line ends the run.
+cp Cargo.lock tests/downstream/Cargo.lock
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" cargo test --manifest-path tests/downstream/Cargo.toml

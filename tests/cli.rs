@@ -290,3 +290,73 @@ fn generate_with_incremental_generation_makes_k_minus_2_levels_and_resumes_after
     let o = Command::new(env!("CARGO_BIN_EXE_amp")).args(&bad).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--ig-sft FILE"));
 }
+
+/// A copy of the tiny checkpoint whose `lm_head` is NaN: every MDPO step is non-finite.
+fn nan_checkpoint(llava: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join("hf_nan");
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(llava.join("hf")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), out.join(e.file_name())).unwrap();
+    }
+    let path = out.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let t = &header["language_model.lm_head.weight"];
+    assert_eq!(t["dtype"], "F32");
+    let (a, b) = (t["data_offsets"][0].as_u64().unwrap() as usize, t["data_offsets"][1].as_u64().unwrap() as usize);
+    for w in bytes[8 + n + a..8 + n + b].chunks_mut(4) {
+        w.copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    std::fs::write(&path, bytes).unwrap();
+    out
+}
+
+#[test]
+fn train_on_nan_weights_fails_names_the_examples_and_writes_no_adapter() {
+    let llava = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("amp.json");
+    write_amp_file(&data, &llava.join("image.png"), 2);
+    let model = nan_checkpoint(&llava, dir.path());
+    let run = dir.path().join("run");
+    let o = amp(&[
+        "train", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--levels", "3",
+        "--max-steps", "2", "--batch-size", "2", "--grad-accum", "1", "--lora-r", "4", "--output-dir",
+        run.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("2 of 2 steps skipped") && err.contains("ex0") && err.contains("ex1"), "{err}");
+    assert!(!run.join("adapter").exists(), "an adapter was written from a NaN run");
+}
+
+#[test]
+fn train_resume_refuses_a_changed_setting_unless_overridden() {
+    let llava = fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("amp.json");
+    write_amp_file(&data, &llava.join("image.png"), 2);
+    let run = dir.path().join("run");
+    let model = llava.join("hf");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(),
+            "--levels", "3", "--batch-size", "2", "--grad-accum", "1", "--lora-r", "4",
+            "--output-dir", run.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        amp(&args)
+    };
+    let o = train(&["--max-steps", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("global batch 2 = micro-batch 2"));
+    let o = train(&["--max-steps", "1", "--lr", "1e-3"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("with lr = ") && err.contains("--override-config"), "{err}");
+    let o = train(&["--lr", "1e-3", "--override-config", "--max-steps", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(log.contains("\"override_config\""), "{log}");
+}

@@ -179,24 +179,27 @@ pub fn read_config(dir: &Path) -> Result<Value> {
     read_json(&dir.join("config.json"), "config")
 }
 
+/// Copies the tensor `key` of the safetensors file `path` (read into `map`) into `dst`; a missing
+/// key (`missing` says what it is) or another shape is a [`MdpoError::Data`] naming both.
+pub(crate) fn restore(path: &Path, map: &HashMap<String, Tensor>, key: &str, dst: &mut Tensor, missing: &str) -> Result<()> {
+    let src = map.get(key).ok_or_else(|| MdpoError::Data { path: path.into(), location: key.into(), message: missing.into() })?;
+    if src.size() != dst.size() {
+        return Err(MdpoError::Data {
+            path: path.into(),
+            location: key.into(),
+            message: format!("shape {:?}, expected {:?}", src.size(), dst.size()),
+        });
+    }
+    tch::no_grad(|| dst.copy_(src));
+    Ok(())
+}
+
 /// Copies a checkpoint's trainable weights into `trainable` (names and shapes must match).
 pub(crate) fn load_weights(dir: &Path, trainable: Vec<(String, Tensor)>) -> Result<()> {
     let wpath = dir.join("trainable.safetensors");
     let map: HashMap<String, Tensor> = Tensor::read_safetensors(&wpath)?.into_iter().collect();
     for (name, mut p) in trainable {
-        let src = map.get(&name).ok_or_else(|| MdpoError::Data {
-            path: wpath.clone(),
-            location: name.clone(),
-            message: "trainable variable missing from the checkpoint".into(),
-        })?;
-        if src.size() != p.size() {
-            return Err(MdpoError::Data {
-                path: wpath.clone(),
-                location: name,
-                message: format!("shape {:?}, expected {:?}", src.size(), p.size()),
-            });
-        }
-        tch::no_grad(|| p.copy_(src));
+        restore(&wpath, &map, &name, &mut p, "trainable variable missing from the checkpoint")?;
     }
     Ok(())
 }

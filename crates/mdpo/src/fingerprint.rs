@@ -1,5 +1,5 @@
-//! Content fingerprints (SHA-256) for the reference-log-prob cache key (docs/paper-notes.md §7:
-//! precomputed reference log-probs must never be silently reused for other weights or data).
+//! Content fingerprints (SHA-256) for the reference-log-prob cache key: precomputed reference
+//! log-probs must never be silently reused for other weights or data (see [`crate::reference`]).
 use crate::{MdpoError, Result};
 use sha2::{Digest, Sha256};
 use std::path::Path;

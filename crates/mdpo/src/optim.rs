@@ -1,6 +1,6 @@
 //! AdamW over named tensors (exactly `torch.optim.AdamW`'s update) with a state that saves and
 //! loads bit-for-bit, and the learning-rate schedule (linear warmup, then constant or cosine).
-use crate::{MdpoError, Result};
+use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tch::{Kind, Tensor};
@@ -136,19 +136,7 @@ impl AdamW {
         for (n, (m, v)) in self.names.iter().zip(self.m.iter_mut().zip(self.v.iter_mut())) {
             for (prefix, dst) in [("m", m), ("v", v)] {
                 let key = format!("{prefix}.{n}");
-                let src = map.get(&key).ok_or_else(|| MdpoError::Data {
-                    path: path.into(),
-                    location: key.clone(),
-                    message: "optimizer state for this parameter is missing".into(),
-                })?;
-                if src.size() != dst.size() {
-                    return Err(MdpoError::Data {
-                        path: path.into(),
-                        location: key,
-                        message: format!("shape {:?}, expected {:?}", src.size(), dst.size()),
-                    });
-                }
-                tch::no_grad(|| dst.copy_(src));
+                crate::checkpoint::restore(path, &map, &key, dst, "optimizer state for this parameter is missing")?;
             }
         }
         self.t = t;

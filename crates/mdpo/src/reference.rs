@@ -45,10 +45,19 @@ pub struct CacheKey {
 #[derive(Serialize, Deserialize)]
 struct CacheFile {
     key: CacheKey,
-    /// `[N][K]` summed weighted log-probs.
+    /// `[N][K]` summed weighted log-probs (a non-finite value is written as `null`, read as NaN).
+    #[serde(deserialize_with = "nan_rows")]
     sum: Vec<Vec<f64>>,
     /// `[N][K]` token weights.
+    #[serde(deserialize_with = "nan_rows")]
     weight: Vec<Vec<f64>>,
+}
+
+/// JSON has no NaN: serde_json writes it as `null`; read `null` back as NaN so the trainer's
+/// non-finite guard, not the cache reader, deals with it.
+fn nan_rows<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<Vec<f64>>, D::Error> {
+    let rows = Vec::<Vec<Option<f64>>>::deserialize(d)?;
+    Ok(rows.into_iter().map(|r| r.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect()).collect())
 }
 
 /// The reference log-probs of the whole dataset: `[N, K]` sums and weights (CPU, f64).
