@@ -17,83 +17,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tch::{Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use crate::checkpoint::{Checkpoint, VarBuilder, Weights};
 use crate::error::{MllmError, Result};
+use crate::layers::{Activation, LayerNorm};
+use crate::linear::Linear;
 
 // ---------------------------------------------------------------------------------------------
-// Shared weight loading (also used by `clip_text`).
+// Shared text-encoder helpers (also used by `clip_text`).
 // ---------------------------------------------------------------------------------------------
-
-/// Tensors of one safetensors checkpoint, consumed key by key so that missing, unexpected and
-/// mis-shaped tensors are reported with their Hugging Face key and the file.
-pub(crate) struct Weights {
-    path: PathBuf,
-    map: HashMap<String, Tensor>,
-    device: Device,
-}
-
-impl Weights {
-    /// Reads `path`; floating-point tensors are converted to f32 and moved to `device`.
-    pub(crate) fn load(path: &Path, device: Device) -> Result<Self> {
-        std::fs::metadata(path).map_err(|source| MllmError::Io { path: path.to_path_buf(), source })?;
-        let map = Tensor::read_safetensors(path)?.into_iter().collect();
-        Ok(Self { path: path.to_path_buf(), map, device })
-    }
-
-    /// Removes `prefix` from every key that carries it (e.g. `bert.` of `BertForMaskedLM`).
-    pub(crate) fn strip_prefix(&mut self, prefix: &str) {
-        if !self.map.keys().any(|k| k.starts_with(prefix)) {
-            return;
-        }
-        self.map = std::mem::take(&mut self.map)
-            .into_iter()
-            .map(|(k, v)| match k.strip_prefix(prefix) {
-                Some(rest) => (rest.to_string(), v),
-                None => (k, v),
-            })
-            .collect();
-    }
-
-    /// Drops every tensor whose key satisfies `unused` (buffers and heads the encoder ignores).
-    pub(crate) fn ignore(&mut self, unused: impl Fn(&str) -> bool) {
-        self.map.retain(|k, _| !unused(k));
-    }
-
-    /// Whether the checkpoint has `key` (for optional tensors such as a projection).
-    pub(crate) fn contains(&self, key: &str) -> bool {
-        self.map.contains_key(key)
-    }
-
-    /// Takes the tensor `key`, checking it has shape `shape`.
-    pub(crate) fn take(&mut self, key: &str, shape: &[i64]) -> Result<Tensor> {
-        let t = self
-            .map
-            .remove(key)
-            .ok_or_else(|| MllmError::MissingTensor { path: self.path.clone(), key: key.to_string() })?;
-        if t.size() != shape {
-            return Err(MllmError::ShapeMismatch {
-                path: self.path.clone(),
-                key: key.to_string(),
-                expected: shape.to_vec(),
-                actual: t.size(),
-            });
-        }
-        let t = if t.is_floating_point() { t.to_kind(Kind::Float) } else { t };
-        Ok(t.to_device(self.device))
-    }
-
-    /// Fails on the first (in sorted order) tensor that no module consumed.
-    pub(crate) fn finish(self) -> Result<()> {
-        let mut left: Vec<&String> = self.map.keys().collect();
-        left.sort();
-        match left.first() {
-            Some(key) => Err(MllmError::UnexpectedTensor { path: self.path.clone(), key: key.to_string() }),
-            None => Ok(()),
-        }
-    }
-}
 
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| MllmError::Io { path: path.to_path_buf(), source })?;
@@ -167,90 +101,6 @@ pub(crate) fn unsort_rows(rows: Vec<Tensor>, batches: &[Vec<usize>], device: Dev
         inverse[orig] = pos as i64;
     }
     stacked.index_select(0, &Tensor::from_slice(&inverse).to_device(device))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Layers
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug)]
-pub(crate) struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    /// `{prefix}.weight` ([out, in]) and `{prefix}.bias` ([out]) when `bias`.
-    pub(crate) fn load(w: &mut Weights, prefix: &str, d_in: i64, d_out: i64, bias: bool) -> Result<Self> {
-        let weight = w.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
-        let bias = if bias { Some(w.take(&format!("{prefix}.bias"), &[d_out])?) } else { None };
-        Ok(Self { weight, bias })
-    }
-
-    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-    dim: i64,
-}
-
-impl LayerNorm {
-    pub(crate) fn load(w: &mut Weights, prefix: &str, dim: i64, eps: f64) -> Result<Self> {
-        let weight = w.take(&format!("{prefix}.weight"), &[dim])?;
-        let bias = w.take(&format!("{prefix}.bias"), &[dim])?;
-        Ok(Self { weight, bias, eps, dim })
-    }
-
-    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
-        x.layer_norm([self.dim], Some(&self.weight), Some(&self.bias), self.eps, true)
-    }
-}
-
-/// Hidden activations named as in Hugging Face's `ACT2FN`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Activation {
-    /// `gelu`: exact (erf) GELU.
-    Gelu,
-    /// `gelu_new`, `gelu_pytorch_tanh`: tanh approximation.
-    GeluTanh,
-    /// `quick_gelu`: x·σ(1.702x) (OpenAI CLIP).
-    QuickGelu,
-    Relu,
-    Silu,
-}
-
-impl Activation {
-    pub(crate) fn parse(name: &str, config: &Path) -> Result<Self> {
-        Ok(match name {
-            "gelu" => Self::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
-            "quick_gelu" => Self::QuickGelu,
-            "relu" => Self::Relu,
-            "silu" | "swish" => Self::Silu,
-            other => {
-                return Err(MllmError::Config {
-                    path: config.to_path_buf(),
-                    message: format!("hidden_act `{other}` is not supported (gelu, gelu_new, quick_gelu, relu, silu)"),
-                })
-            }
-        })
-    }
-
-    pub(crate) fn forward(self, x: &Tensor) -> Tensor {
-        match self {
-            Self::Gelu => x.gelu("none"),
-            Self::GeluTanh => x.gelu("tanh"),
-            Self::QuickGelu => x * (x * 1.702).sigmoid(),
-            Self::Relu => x.relu(),
-            Self::Silu => x.silu(),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,20 +182,23 @@ struct BertLayer {
 }
 
 impl BertLayer {
-    fn load(w: &mut Weights, p: &str, c: &BertConfig, act: Activation) -> Result<Self> {
+    /// `p`: `encoder.layer.{i}`.
+    fn new(p: &VarBuilder, c: &BertConfig, act: Activation) -> Self {
         let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
-        Ok(Self {
-            query: Linear::load(w, &format!("{p}.attention.self.query"), h, h, true)?,
-            key: Linear::load(w, &format!("{p}.attention.self.key"), h, h, true)?,
-            value: Linear::load(w, &format!("{p}.attention.self.value"), h, h, true)?,
-            attn_out: Linear::load(w, &format!("{p}.attention.output.dense"), h, h, true)?,
-            attn_norm: LayerNorm::load(w, &format!("{p}.attention.output.LayerNorm"), h, eps)?,
-            intermediate: Linear::load(w, &format!("{p}.intermediate.dense"), h, i, true)?,
-            output: Linear::load(w, &format!("{p}.output.dense"), i, h, true)?,
-            out_norm: LayerNorm::load(w, &format!("{p}.output.LayerNorm"), h, eps)?,
+        let (attn, out) = (p / "attention", p / "output");
+        let slf = &attn / "self";
+        Self {
+            query: Linear::new(&(&slf / "query"), h, h, true),
+            key: Linear::new(&(&slf / "key"), h, h, true),
+            value: Linear::new(&(&slf / "value"), h, h, true),
+            attn_out: Linear::new(&(&attn / "output" / "dense"), h, h, true),
+            attn_norm: LayerNorm::new(&(&attn / "output" / "LayerNorm"), h, eps),
+            intermediate: Linear::new(&(p / "intermediate" / "dense"), h, i, true),
+            output: Linear::new(&(&out / "dense"), i, h, true),
+            out_norm: LayerNorm::new(&(&out / "LayerNorm"), h, eps),
             heads: c.num_attention_heads,
             act,
-        })
+        }
     }
 
     /// `x`: [B, T, H]; `mask`: boolean [B, 1, 1, T], true where a key may be attended.
@@ -358,7 +211,7 @@ impl BertLayer {
         let a = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false);
         let a = a.transpose(1, 2).reshape([b, t, h]);
         let x = self.attn_norm.forward(&(self.attn_out.forward(&a) + x));
-        let y = self.output.forward(&self.act.forward(&self.intermediate.forward(&x)));
+        let y = self.output.forward(&self.act.apply(&self.intermediate.forward(&x)));
         self.out_norm.forward(&(y + x))
     }
 }
@@ -380,24 +233,27 @@ impl BertModel {
     /// extra tensor is an error.
     pub fn load(weights: &Path, config: BertConfig, config_path: &Path, device: Device) -> Result<Self> {
         let act = Activation::parse(&config.hidden_act, config_path)?;
-        let mut w = Weights::load(weights, device)?;
-        w.strip_prefix("bert.");
-        w.ignore(|k| {
-            k.starts_with("pooler.")
+        let rename = |k: &str| {
+            let k = k.strip_prefix("bert.").unwrap_or(k);
+            let unused = k.starts_with("pooler.")
                 || k.starts_with("cls.")
                 || k.ends_with("position_ids")
-                || k.ends_with("token_type_ids")
-        });
-        let h = config.hidden_size;
-        let word_embeddings = w.take("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
-        let position_embeddings =
-            w.take("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?;
-        let token_type_embeddings = w.take("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, h])?;
-        let embed_norm = LayerNorm::load(&mut w, "embeddings.LayerNorm", h, config.layer_norm_eps)?;
-        let layers = (0..config.num_hidden_layers)
-            .map(|i| BertLayer::load(&mut w, &format!("encoder.layer.{i}"), &config, act))
-            .collect::<Result<Vec<_>>>()?;
+                || k.ends_with("token_type_ids");
+            (!unused).then(|| k.to_string())
+        };
+        let ckpt = Checkpoint::open(weights, &[weights.to_path_buf()], &rename)?;
+        let mut vs = nn::VarStore::new(device);
+        let w = Weights::checkpoint(ckpt, Kind::Float);
+        let p = VarBuilder::new(&vs, &w);
+        let (h, init) = (config.hidden_size, nn::Init::Const(0.));
+        let e = &p / "embeddings";
+        let word_embeddings = (&e / "word_embeddings").var("weight", &[config.vocab_size, h], init);
+        let position_embeddings = (&e / "position_embeddings").var("weight", &[config.max_position_embeddings, h], init);
+        let token_type_embeddings = (&e / "token_type_embeddings").var("weight", &[config.type_vocab_size, h], init);
+        let embed_norm = LayerNorm::new(&(&e / "LayerNorm"), h, config.layer_norm_eps);
+        let layers = (0..config.num_hidden_layers).map(|i| BertLayer::new(&(&p / "encoder" / "layer" / i), &config, act)).collect();
         w.finish()?;
+        vs.freeze();
         Ok(Self { word_embeddings, position_embeddings, token_type_embeddings, embed_norm, layers, config })
     }
 

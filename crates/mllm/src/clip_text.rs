@@ -20,8 +20,9 @@ use tokenizers::Tokenizer;
 
 use crate::bert::{
     configure_tokenizer, embed_dedup, l2_normalize, length_sorted_batches, load_tokenizer, read_json, tensor_rows,
-    unsort_rows, Weights,
+    unsort_rows,
 };
+use crate::checkpoint::{Checkpoint, VarBuilder, Weights};
 use crate::clip::{ClipActivation, ClipEncoder, ClipEncoderConfig, LayerNorm};
 use crate::error::{MllmError, Result};
 use crate::linear::Linear;
@@ -163,39 +164,27 @@ impl ClipTextModel {
     /// (`CLIPTextModelWithProjection`, `CLIPModel`); `vision_model.*`, `visual_projection.*`,
     /// `logit_scale` and `position_ids` buffers are skipped; any other extra tensor is an error.
     pub fn load(weights: &Path, config: ClipTextConfig, device: Device) -> Result<Self> {
-        let mut w = Weights::load(weights, device)?;
-        w.ignore(|k| {
-            k.starts_with("vision_model.")
+        let rename = |k: &str| {
+            let unused = k.starts_with("vision_model.")
                 || k.starts_with("visual_projection.")
                 || k == "logit_scale"
-                || k.ends_with("position_ids")
-        });
+                || k.ends_with("position_ids");
+            (!unused).then(|| k.to_string())
+        };
+        let ckpt = Checkpoint::open(weights, &[weights.to_path_buf()], &rename)?;
         let mut vs = nn::VarStore::new(device);
-        let root = vs.root();
+        let w = Weights::checkpoint(ckpt, Kind::Float);
+        let root = VarBuilder::new(&vs, &w);
         let tm = &root / "text_model";
-        let h = config.hidden_size;
+        let (h, init) = (config.hidden_size, nn::Init::Const(0.));
         let emb = &tm / "embeddings";
-        let token_embedding = (&emb / "token_embedding").zeros_no_train("weight", &[config.vocab_size, h]);
-        let position_embedding =
-            (&emb / "position_embedding").zeros_no_train("weight", &[config.max_position_embeddings, h]);
+        let token_embedding = (&emb / "token_embedding").var("weight", &[config.vocab_size, h], init);
+        let position_embedding = (&emb / "position_embedding").var("weight", &[config.max_position_embeddings, h], init);
         let encoder = ClipEncoder::new(&(&tm / "encoder"), &config.encoder());
         let final_layer_norm = LayerNorm::new(&(&tm / "final_layer_norm"), h, config.layer_norm_eps);
-        let text_projection = if w.contains("text_projection.weight") {
-            let p = config.projection_dim.unwrap_or(h);
-            Some(Linear::new(&(&root / "text_projection"), h, p, false))
-        } else {
-            None
-        };
-        // Every variable must come from the checkpoint, with its shape.
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        tch::no_grad(|| -> Result<()> {
-            for (name, mut var) in vars {
-                let t = w.take(&name, &var.size())?;
-                var.copy_(&t);
-            }
-            Ok(())
-        })?;
+        let text_projection = root
+            .contains("text_projection.weight")
+            .then(|| Linear::new(&(&root / "text_projection"), h, config.projection_dim.unwrap_or(h), false));
         w.finish()?;
         vs.freeze();
         Ok(Self { token_embedding, position_embedding, encoder, final_layer_norm, text_projection, config, _vs: vs })

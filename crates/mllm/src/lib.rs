@@ -9,7 +9,9 @@
 //!   switch, PEFT-compatible save/load, merging.
 //! * [`clip`] — the shared CLIP encoder; [`clip_vision`] — the vision tower with LLaVA's feature
 //!   selection; [`projector`]; [`llama`] — the decoder with a KV cache; [`llava`] — the model.
-//! * [`checkpoint`] — strict (sharded) safetensors loading in every key spelling.
+//! * [`checkpoint`] — the one weight loader: memory-mapped (sharded) safetensors in every key
+//!   spelling, each tensor created once in the requested kind and device, strict key/shape checks;
+//!   [`layers`] — the LayerNorm and activations shared by CLIP and BERT.
 //! * [`image_processor`] — the CLIP processor with Pillow-exact bicubic resizing and LLaVA's
 //!   pad-to-square; [`conversation`] — vicuna_v1 prompts and the training encoder (response mask,
 //!   round index, weights `1 + 0.05·r`).
@@ -28,6 +30,7 @@ pub mod clip_vision;
 pub mod error;
 pub mod generation;
 pub mod image_processor;
+pub mod layers;
 pub mod projector;
 pub mod lora;
 pub mod llava;
