@@ -21,6 +21,7 @@ use tch::{nn, Device, Kind, Tensor};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::checkpoint::{Checkpoint, VarBuilder, Weights};
+use crate::config::{Check, MAX_LAYERS, MAX_POSITIONS, MAX_VOCAB, MAX_WIDTH};
 use crate::error::{MllmError, Result};
 use crate::layers::{Activation, LayerNorm};
 use crate::linear::Linear;
@@ -149,18 +150,24 @@ impl BertConfig {
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let c: Self = read_json(path)?;
-        let bad = |message: String| MllmError::Config { path: path.to_path_buf(), message };
-        if c.num_attention_heads <= 0 || c.hidden_size % c.num_attention_heads != 0 {
-            return Err(bad(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                c.hidden_size, c.num_attention_heads
-            )));
+        let check = Check { path, prefix: "" };
+        check.size("vocab_size", c.vocab_size, MAX_VOCAB)?;
+        check.size("hidden_size", c.hidden_size, MAX_WIDTH)?;
+        check.size("num_hidden_layers", c.num_hidden_layers, MAX_LAYERS)?;
+        check.size("num_attention_heads", c.num_attention_heads, MAX_WIDTH)?;
+        check.divides("num_attention_heads", c.num_attention_heads, "hidden_size", c.hidden_size)?;
+        check.size("intermediate_size", c.intermediate_size, MAX_WIDTH * 8)?;
+        check.size("max_position_embeddings", c.max_position_embeddings, MAX_POSITIONS)?;
+        check.size("type_vocab_size", c.type_vocab_size, MAX_VOCAB)?;
+        check.eps("layer_norm_eps", c.layer_norm_eps)?;
+        if !(0..c.vocab_size).contains(&c.pad_token_id) {
+            return check.fail("pad_token_id", format!("{} is outside the vocabulary ({} tokens)", c.pad_token_id, c.vocab_size));
         }
         if c.position_embedding_type != "absolute" {
-            return Err(bad(format!(
-                "position_embedding_type `{}` is not supported (only `absolute`)",
-                c.position_embedding_type
-            )));
+            return check.fail(
+                "position_embedding_type",
+                format!("`{}` is not supported (only `absolute`)", c.position_embedding_type),
+            );
         }
         Activation::parse(&c.hidden_act, path)?;
         Ok(c)

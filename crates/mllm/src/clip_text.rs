@@ -23,6 +23,7 @@ use crate::bert::{
     unsort_rows,
 };
 use crate::checkpoint::{Checkpoint, VarBuilder, Weights};
+use crate::config::{Check, MAX_LAYERS, MAX_POSITIONS, MAX_VOCAB, MAX_WIDTH};
 use crate::clip::{ClipActivation, ClipEncoder, ClipEncoderConfig, LayerNorm};
 use crate::error::{MllmError, Result};
 use crate::linear::Linear;
@@ -98,16 +99,20 @@ impl ClipTextConfig {
                 }
                 c
             }
-            None => serde_json::from_value(v).map_err(json_err)?,
+            None => serde_json::from_value(v.clone()).map_err(json_err)?,
         };
-        if c.num_attention_heads <= 0 || c.hidden_size % c.num_attention_heads != 0 {
-            return Err(MllmError::Config {
-                path: path.to_path_buf(),
-                message: format!(
-                    "hidden_size {} is not a multiple of num_attention_heads {}",
-                    c.hidden_size, c.num_attention_heads
-                ),
-            });
+        let prefix = if v.get("text_config").is_some() { "text_config." } else { "" };
+        let check = Check { path, prefix };
+        check.size("vocab_size", c.vocab_size, MAX_VOCAB)?;
+        check.size("hidden_size", c.hidden_size, MAX_WIDTH)?;
+        check.size("intermediate_size", c.intermediate_size, MAX_WIDTH * 8)?;
+        check.size("num_hidden_layers", c.num_hidden_layers as i64, MAX_LAYERS)?;
+        check.size("num_attention_heads", c.num_attention_heads, MAX_WIDTH)?;
+        check.divides("num_attention_heads", c.num_attention_heads, "hidden_size", c.hidden_size)?;
+        check.size("max_position_embeddings", c.max_position_embeddings, MAX_POSITIONS)?;
+        check.eps("layer_norm_eps", c.layer_norm_eps)?;
+        if let Some(p) = c.projection_dim.filter(|&p| p != 0) {
+            check.size("projection_dim", p, MAX_WIDTH)?;
         }
         c.projection_dim = c.projection_dim.filter(|&p| p > 0);
         Ok(c)

@@ -109,6 +109,7 @@ impl Llava {
     /// Load weights for an explicit configuration: each tensor is created once, in `opts.kind`
     /// on `opts.device`, from the memory-mapped files ([`crate::checkpoint`]).
     pub fn load_with_config(dir: &Path, cfg: &LlavaConfig, opts: LoadOptions) -> Result<Self> {
+        cfg.validate(&dir.join("config.json"))?;
         let ckpt = Self::checkpoint(dir, cfg)?;
         let mut vs = nn::VarStore::new(opts.device);
         vs.set_kind(opts.kind);
