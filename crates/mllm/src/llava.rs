@@ -125,11 +125,12 @@ impl Llava {
     /// A fingerprint of the base weights for the reference-log-prob cache key: for a model loaded
     /// from a checkpoint whose base is still frozen and unmerged, [`Checkpoint::fingerprint`] of
     /// its files (computed while loading; seconds for 7B instead of a copy-and-hash of every
-    /// weight); otherwise a hash of every base variable.
+    /// weight) with the kind the weights were loaded in; otherwise a hash of every base variable.
     pub fn base_fingerprint(&self) -> mdpo::Result<String> {
         if let Some(f) = &self.checkpoint_fingerprint {
             if self.vs.variables().values().all(|t| !t.requires_grad()) {
-                return Ok(format!("checkpoint:{f}"));
+                // The kind the weights were created in is part of what the reference scores with.
+                return Ok(format!("checkpoint:{:?}:{f}", self.kind()));
             }
         }
         mdpo::fingerprint::var_store(&self.vs, true)
