@@ -12,96 +12,27 @@
 //! * the pooling of `modules.json` / `1_Pooling/config.json` (masked mean by default) and, when
 //!   `modules.json` lists a `Normalize` module, L2 normalisation.
 //!
-//! Batches are formed from texts sorted by token length, so padding is minimal.
-use std::collections::HashMap;
+//! The encoder around the model (tokenizer, length-sorted batches, normalisation) is the shared
+//! [`crate::text_encoder::TextEncoder`].
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tch::{nn, Device, Kind, Tensor};
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::checkpoint::{Checkpoint, VarBuilder, Weights};
 use crate::config::{Check, MAX_LAYERS, MAX_POSITIONS, MAX_VOCAB, MAX_WIDTH};
 use crate::error::{MllmError, Result};
 use crate::layers::{Activation, LayerNorm};
 use crate::linear::Linear;
+use crate::text_encoder::{TextBatch, TextEncoder, TextModel};
 
 // ---------------------------------------------------------------------------------------------
-// Shared text-encoder helpers (also used by `clip_text`).
+// Config files
 // ---------------------------------------------------------------------------------------------
 
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| MllmError::Io { path: path.to_path_buf(), source })?;
     serde_json::from_str(&text).map_err(|source| MllmError::Json { path: path.to_path_buf(), source })
-}
-
-pub(crate) fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    std::fs::metadata(path).map_err(|source| MllmError::Io { path: path.to_path_buf(), source })?;
-    Tokenizer::from_file(path).map_err(|e| MllmError::Tokenizer { path: path.to_path_buf(), message: e.to_string() })
-}
-
-/// Sets right truncation at `max_len` tokens (special tokens included) and turns padding off
-/// (the encoders pad each length-sorted batch themselves).
-pub(crate) fn configure_tokenizer(tok: &mut Tokenizer, path: &Path, max_len: usize) -> Result<()> {
-    let trunc = TruncationParams {
-        direction: TruncationDirection::Right,
-        max_length: max_len,
-        strategy: TruncationStrategy::LongestFirst,
-        stride: 0,
-    };
-    tok.with_truncation(Some(trunc))
-        .map_err(|e| MllmError::Tokenizer { path: path.to_path_buf(), message: e.to_string() })?;
-    tok.with_padding(None);
-    Ok(())
-}
-
-/// Batch order: indices of `lens` sorted by decreasing length (stable), cut into batches.
-pub(crate) fn length_sorted_batches(lens: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..lens.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
-    order.chunks(batch_size.max(1)).map(|c| c.to_vec()).collect()
-}
-
-/// The distinct texts (in first-occurrence order) and, for each input text, its row among them:
-/// the auto-check embeds the same chunks many times (the standard response against every
-/// generated one), so each distinct text is encoded once per call.
-pub(crate) fn dedup<'a>(texts: &[&'a str]) -> (Vec<&'a str>, Vec<i64>) {
-    let mut seen: HashMap<&'a str, i64> = HashMap::with_capacity(texts.len());
-    let mut unique = Vec::with_capacity(texts.len());
-    let index = texts
-        .iter()
-        .map(|&t| {
-            *seen.entry(t).or_insert_with(|| {
-                unique.push(t);
-                unique.len() as i64 - 1
-            })
-        })
-        .collect();
-    (unique, index)
-}
-
-/// `embed` of the distinct texts, expanded back to one row per input text.
-pub(crate) fn embed_dedup(
-    texts: &[&str],
-    device: Device,
-    embed_unique: impl FnOnce(&[&str]) -> Result<Tensor>,
-) -> Result<Tensor> {
-    let (unique, index) = dedup(texts);
-    let rows = embed_unique(&unique)?;
-    if unique.len() == texts.len() {
-        return Ok(rows);
-    }
-    Ok(rows.index_select(0, &Tensor::from_slice(&index).to_device(device)))
-}
-
-/// Rows computed in `order` (concatenated batches) put back into input order.
-pub(crate) fn unsort_rows(rows: Vec<Tensor>, batches: &[Vec<usize>], device: Device) -> Tensor {
-    let stacked = Tensor::cat(&rows, 0);
-    let mut inverse = vec![0i64; stacked.size()[0] as usize];
-    for (pos, &orig) in batches.iter().flatten().enumerate() {
-        inverse[orig] = pos as i64;
-    }
-    stacked.index_select(0, &Tensor::from_slice(&inverse).to_device(device))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -400,37 +331,33 @@ struct SentenceBertConfig {
     do_lower_case: bool,
 }
 
-/// Default batch size of [`BertEncoder::embed`].
-pub const DEFAULT_BATCH_SIZE: usize = 128;
+pub use crate::text_encoder::DEFAULT_BATCH_SIZE;
 
-/// A sentence-transformers BERT model (e.g. all-MiniLM-L6-v2): tokenizer, [`BertModel`],
-/// pooling and optional L2 normalisation.
-pub struct BertEncoder {
-    model: BertModel,
-    tokenizer: Tokenizer,
-    tokenizer_path: PathBuf,
-    pooling: Pooling,
-    normalize: bool,
-    lowercase: bool,
-    max_seq_length: usize,
-    batch_size: usize,
-    device: Device,
+/// A [`BertModel`] with the sentence-transformers pooling of its checkpoint: the
+/// [`TextModel`] of a [`BertEncoder`].
+#[derive(Debug)]
+pub struct SentenceBert {
+    pub bert: BertModel,
+    pub pooling: Pooling,
 }
 
-impl std::fmt::Debug for BertEncoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BertEncoder")
-            .field("config", &self.model.config)
-            .field("pooling", &self.pooling)
-            .field("normalize", &self.normalize)
-            .field("max_seq_length", &self.max_seq_length)
-            .field("batch_size", &self.batch_size)
-            .field("device", &self.device)
-            .finish()
+impl TextModel for SentenceBert {
+    fn dim(&self) -> i64 {
+        self.bert.config.hidden_size * self.pooling.width()
+    }
+    fn pad_id(&self) -> i64 {
+        self.bert.config.pad_token_id
+    }
+    fn embed_batch(&self, b: &TextBatch) -> Tensor {
+        self.pooling.forward(&self.bert.forward(&b.ids, &b.types, &b.mask), &b.mask)
     }
 }
 
-impl BertEncoder {
+/// A sentence-transformers BERT model (e.g. all-MiniLM-L6-v2): tokenizer, [`BertModel`],
+/// pooling and optional L2 normalisation.
+pub type BertEncoder = TextEncoder<SentenceBert>;
+
+impl TextEncoder<SentenceBert> {
     /// Loads a model directory: `config.json`, `model.safetensors`, `tokenizer.json`, and when
     /// present the sentence-transformers files `modules.json`, `sentence_bert_config.json` and the
     /// pooling module's `config.json`. Without `modules.json`: mean pooling, no normalisation.
@@ -467,151 +394,21 @@ impl BertEncoder {
         } else {
             (None, false)
         };
-
-        let tokenizer_path = dir.join("tokenizer.json");
-        let mut tokenizer = load_tokenizer(&tokenizer_path)?;
         let max_positions = config.max_position_embeddings as usize;
-        let max_seq_length = st_max
-            .or_else(|| tokenizer.get_truncation().map(|t| t.max_length))
-            .unwrap_or(max_positions)
-            .min(max_positions);
-        configure_tokenizer(&mut tokenizer, &tokenizer_path, max_seq_length)?;
-
-        let model = BertModel::load(&dir.join("model.safetensors"), config, &config_path, device)?;
-        Ok(Self {
-            model,
-            tokenizer,
-            tokenizer_path,
-            pooling,
-            normalize,
-            lowercase,
-            max_seq_length,
-            batch_size: DEFAULT_BATCH_SIZE,
-            device,
-        })
-    }
-
-    /// Number of texts per forward pass (texts are length-sorted first). Default 128, the fastest
-    /// on CPU in `crates/mllm/BENCHMARKS-text.md`.
-    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_size = batch_size.max(1);
-        self
-    }
-
-    /// Overrides the L2 normalisation taken from `modules.json`.
-    pub fn with_normalize(mut self, normalize: bool) -> Self {
-        self.normalize = normalize;
-        self
-    }
-
-    /// Embedding width.
-    pub fn dim(&self) -> i64 {
-        self.model.config.hidden_size * self.pooling.width()
-    }
-
-    /// Token limit per text (special tokens included); longer texts are truncated.
-    pub fn max_seq_length(&self) -> usize {
-        self.max_seq_length
-    }
-
-    pub fn normalize(&self) -> bool {
-        self.normalize
-    }
-
-    pub fn pooling(&self) -> &Pooling {
-        &self.pooling
-    }
-
-    pub fn model(&self) -> &BertModel {
-        &self.model
-    }
-
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
-    /// Token ids (with special tokens, truncated) of each text, as the model sees them.
-    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        Ok(self.encode(texts)?.into_iter().map(|e| e.get_ids().to_vec()).collect())
-    }
-
-    fn encode(&self, texts: &[&str]) -> Result<Vec<tokenizers::Encoding>> {
-        let inputs: Vec<String> = if self.lowercase {
-            texts.iter().map(|t| t.to_lowercase()).collect()
-        } else {
-            texts.iter().map(|t| t.to_string()).collect()
+        let max_len = |tok: &tokenizers::Tokenizer| {
+            st_max.or_else(|| tok.get_truncation().map(|t| t.max_length)).unwrap_or(max_positions).min(max_positions)
         };
-        self.tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| MllmError::Tokenizer { path: self.tokenizer_path.clone(), message: e.to_string() })
+        let tokenizer_path = dir.join("tokenizer.json");
+        // Fail on a missing tokenizer before reading the weights.
+        std::fs::metadata(&tokenizer_path).map_err(|source| MllmError::Io { path: tokenizer_path.clone(), source })?;
+        let bert = BertModel::load(&dir.join("model.safetensors"), config, &config_path, device)?;
+        TextEncoder::new(SentenceBert { bert, pooling }, &tokenizer_path, max_len, lowercase, normalize, device)
     }
 
-    /// Sentence embeddings [n, dim] (f32, on the encoder's device), in the order of `texts`.
-    /// Repeated texts are encoded once; texts are length-sorted into batches of
-    /// [`with_batch_size`](Self::with_batch_size), each padded to its longest text.
-    pub fn embed(&self, texts: &[&str]) -> Result<Tensor> {
-        embed_dedup(texts, self.device, |u| self.embed_unique(u))
+    /// The pooling of the checkpoint's `modules.json`.
+    pub fn pooling(&self) -> &Pooling {
+        &self.model().pooling
     }
-
-    fn embed_unique(&self, texts: &[&str]) -> Result<Tensor> {
-        if texts.is_empty() {
-            return Ok(Tensor::zeros([0, self.dim()], (Kind::Float, self.device)));
-        }
-        let encodings = self.encode(texts)?;
-        let lens: Vec<usize> = encodings.iter().map(|e| e.len()).collect();
-        let batches = length_sorted_batches(&lens, self.batch_size);
-        let pad = self.model.config.pad_token_id;
-        let rows = tch::no_grad(|| {
-            batches
-                .iter()
-                .map(|batch| {
-                    let t = batch.iter().map(|&i| lens[i]).max().unwrap_or(0);
-                    let mut ids = vec![pad; batch.len() * t];
-                    let mut types = vec![0i64; batch.len() * t];
-                    let mut mask = vec![0f32; batch.len() * t];
-                    for (r, &i) in batch.iter().enumerate() {
-                        let e = &encodings[i];
-                        for (j, (&id, &ty)) in e.get_ids().iter().zip(e.get_type_ids()).enumerate() {
-                            ids[r * t + j] = id as i64;
-                            types[r * t + j] = ty as i64;
-                            mask[r * t + j] = 1.0;
-                        }
-                    }
-                    let shape = [batch.len() as i64, t as i64];
-                    let ids = Tensor::from_slice(&ids).view(shape).to_device(self.device);
-                    let types = Tensor::from_slice(&types).view(shape).to_device(self.device);
-                    let mask = Tensor::from_slice(&mask).view(shape).to_device(self.device);
-                    let h = self.model.forward(&ids, &types, &mask);
-                    let pooled = self.pooling.forward(&h, &mask);
-                    if self.normalize {
-                        l2_normalize(&pooled)
-                    } else {
-                        pooled
-                    }
-                })
-                .collect::<Vec<_>>()
-        });
-        Ok(unsort_rows(rows, &batches, self.device))
-    }
-
-    /// [`embed`](Self::embed) copied to host memory, one `Vec<f32>` per text.
-    pub fn embed_vecs(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        tensor_rows(&self.embed(texts)?)
-    }
-}
-
-/// `x / max(‖x‖₂, 1e-12)` row-wise (torch's `F.normalize`).
-pub(crate) fn l2_normalize(x: &Tensor) -> Tensor {
-    let n = x.norm_scalaropt_dim(2, &[1i64][..], true).clamp_min(1e-12);
-    x / n
-}
-
-/// A [n, d] float tensor as `n` host vectors.
-pub(crate) fn tensor_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-    let (n, d) = t.size2()?;
-    let flat = Vec::<f32>::try_from(t.view([-1]))?;
-    Ok((0..n as usize).map(|i| flat[i * d as usize..(i + 1) * d as usize].to_vec()).collect())
 }
 
 /// The virtual environments searched for run-time data packages, in order: `$AMP_VENV`,
@@ -666,26 +463,6 @@ pub fn minilm_not_found() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batches_are_length_sorted_and_unsorted_back() {
-        let lens = [3, 9, 1, 9, 5];
-        let b = length_sorted_batches(&lens, 2);
-        assert_eq!(b, vec![vec![1, 3], vec![4, 0], vec![2]]);
-        let rows: Vec<Tensor> = b
-            .iter()
-            .map(|batch| Tensor::from_slice(&batch.iter().map(|&i| i as f32).collect::<Vec<_>>()).view([-1, 1]))
-            .collect();
-        let back = unsort_rows(rows, &b, Device::Cpu);
-        assert_eq!(Vec::<f32>::try_from(back.view([-1])).unwrap(), vec![0.0, 1.0, 2.0, 3.0, 4.0]);
-    }
-
-    #[test]
-    fn dedup_maps_every_text_to_its_unique_row() {
-        let (u, idx) = dedup(&["b", "a", "b", "c", "a"]);
-        assert_eq!(u, vec!["b", "a", "c"]);
-        assert_eq!(idx, vec![0, 1, 0, 2, 1]);
-    }
 
     #[test]
     fn pooling_mean_ignores_padding() {

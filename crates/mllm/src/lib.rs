@@ -18,7 +18,8 @@
 //! * [`generation`] — greedy / sampling / beam search, penalties, stop strings, batches, chat.
 //! * [`preference`] — `mdpo::PreferenceModel` for LLaVA (image features shared across the K
 //!   responses of an example).
-//! * `bert`, `clip_text` — text experts (sentence embeddings, CLIP text tower).
+//! * `bert`, `clip_text` — text experts (sentence embeddings, CLIP text tower), both behind the
+//!   one [`text_encoder::TextEncoder`] wrapper.
 
 pub mod bert;
 pub mod checkpoint;
@@ -37,9 +38,11 @@ pub mod llava;
 pub mod llama;
 pub mod preference;
 pub mod linear;
+pub mod text_encoder;
 
-pub use bert::{minilm_dir, BertConfig, BertEncoder, BertModel};
+pub use bert::{minilm_dir, BertConfig, BertEncoder, BertModel, SentenceBert};
 pub use clip_text::{ClipTextConfig, ClipTextEncoder, ClipTextModel};
+pub use text_encoder::{TextEncoder, TextModel};
 pub use error::{MllmError, Result};
 pub use config::LlavaConfig;
 pub use llava::{LoadOptions, Llava};
