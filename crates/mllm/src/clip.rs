@@ -1,34 +1,12 @@
 //! The CLIP transformer encoder shared by the vision tower ([`crate::clip_vision`]) and the text
 //! tower (`clip_text`). Weight names follow Hugging Face `CLIPEncoder`:
 //! `encoder.layers.{i}.{self_attn.{q,k,v,out}_proj, layer_norm1, mlp.{fc1,fc2}, layer_norm2}`.
+use crate::checkpoint::VarBuilder;
 use crate::linear::Linear;
-use serde::{Deserialize, Serialize};
-use tch::{nn, Tensor};
+use tch::Tensor;
 
-/// CLIP's MLP activation (`hidden_act` in the HF config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ClipActivation {
-    /// `x · σ(1.702 x)`, the activation of OpenAI CLIP.
-    #[default]
-    QuickGelu,
-    /// Exact (erf) GELU.
-    Gelu,
-    /// Tanh-approximated GELU.
-    #[serde(alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
-    GeluNew,
-}
-
-impl ClipActivation {
-    /// Apply the activation.
-    pub fn apply(self, xs: &Tensor) -> Tensor {
-        match self {
-            Self::QuickGelu => xs * (xs * 1.702).sigmoid(),
-            Self::Gelu => xs.gelu("none"),
-            Self::GeluNew => xs.gelu("tanh"),
-        }
-    }
-}
+/// CLIP's MLP activation (`hidden_act` in the HF config; default `quick_gelu`).
+pub use crate::layers::Activation as ClipActivation;
 
 /// The sizes of a CLIP encoder (the part of `CLIPVisionConfig`/`CLIPTextConfig` it needs).
 #[derive(Debug, Clone, PartialEq)]
@@ -41,28 +19,7 @@ pub struct ClipEncoderConfig {
     pub hidden_act: ClipActivation,
 }
 
-/// A LayerNorm with HF names `weight` and `bias`.
-#[derive(Debug)]
-pub struct LayerNorm {
-    pub weight: Tensor,
-    pub bias: Tensor,
-    pub eps: f64,
-}
-
-impl LayerNorm {
-    /// Create `<p>.weight` (ones) and `<p>.bias` (zeros).
-    pub fn new(p: &nn::Path, dim: i64, eps: f64) -> Self {
-        Self { weight: p.var("weight", &[dim], nn::Init::Const(1.)), bias: p.zeros("bias", &[dim]), eps }
-    }
-    /// Normalise over the last dimension (computed in f32, returned in the input kind).
-    pub fn forward(&self, xs: &Tensor) -> Tensor {
-        let d = *self.weight.size().last().expect("1-d weight");
-        let k = xs.kind();
-        xs.to_kind(tch::Kind::Float)
-            .layer_norm([d], Some(&self.weight.to_kind(tch::Kind::Float)), Some(&self.bias.to_kind(tch::Kind::Float)), self.eps, true)
-            .to_kind(k)
-    }
-}
+pub use crate::layers::LayerNorm;
 
 /// Multi-head self-attention (`self_attn`), with biases, scale `head_dim^-1/2`.
 #[derive(Debug)]
@@ -76,7 +33,7 @@ pub struct ClipAttention {
 }
 
 impl ClipAttention {
-    pub fn new(p: &nn::Path, cfg: &ClipEncoderConfig) -> Self {
+    pub fn new(p: &VarBuilder, cfg: &ClipEncoderConfig) -> Self {
         let h = cfg.hidden_size;
         Self {
             q_proj: Linear::new(&(p / "q_proj"), h, h, true),
@@ -116,7 +73,7 @@ pub struct ClipMlp {
 }
 
 impl ClipMlp {
-    pub fn new(p: &nn::Path, cfg: &ClipEncoderConfig) -> Self {
+    pub fn new(p: &VarBuilder, cfg: &ClipEncoderConfig) -> Self {
         Self {
             fc1: Linear::new(&(p / "fc1"), cfg.hidden_size, cfg.intermediate_size, true),
             fc2: Linear::new(&(p / "fc2"), cfg.intermediate_size, cfg.hidden_size, true),
@@ -138,7 +95,7 @@ pub struct ClipEncoderLayer {
 }
 
 impl ClipEncoderLayer {
-    pub fn new(p: &nn::Path, cfg: &ClipEncoderConfig) -> Self {
+    pub fn new(p: &VarBuilder, cfg: &ClipEncoderConfig) -> Self {
         Self {
             self_attn: ClipAttention::new(&(p / "self_attn"), cfg),
             layer_norm1: LayerNorm::new(&(p / "layer_norm1"), cfg.hidden_size, cfg.layer_norm_eps),
@@ -159,7 +116,7 @@ pub struct ClipEncoder {
 }
 
 impl ClipEncoder {
-    pub fn new(p: &nn::Path, cfg: &ClipEncoderConfig) -> Self {
+    pub fn new(p: &VarBuilder, cfg: &ClipEncoderConfig) -> Self {
         let lp = p / "layers";
         Self { layers: (0..cfg.num_hidden_layers).map(|i| ClipEncoderLayer::new(&(&lp / i), cfg)).collect() }
     }

@@ -12,19 +12,18 @@
 //! The pooled output is the final-LayerNorm state at the EOS token, with HF's rule: when the
 //! config's `eos_token_id` is 2 (legacy configs) the position is the argmax of the input ids,
 //! otherwise the first position whose id is `eos_token_id` (0 when there is none).
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 use tch::{nn, Device, Kind, Tensor};
-use tokenizers::Tokenizer;
 
-use crate::bert::{
-    configure_tokenizer, embed_dedup, l2_normalize, length_sorted_batches, load_tokenizer, read_json, tensor_rows,
-    unsort_rows, Weights,
-};
+use crate::bert::read_json;
+use crate::checkpoint::{Checkpoint, VarBuilder, Weights};
+use crate::config::{Check, MAX_LAYERS, MAX_POSITIONS, MAX_VOCAB, MAX_WIDTH};
 use crate::clip::{ClipActivation, ClipEncoder, ClipEncoderConfig, LayerNorm};
 use crate::error::{MllmError, Result};
 use crate::linear::Linear;
+use crate::text_encoder::{TextBatch, TextEncoder, TextModel};
 
 fn d_vocab() -> i64 {
     49408
@@ -97,16 +96,20 @@ impl ClipTextConfig {
                 }
                 c
             }
-            None => serde_json::from_value(v).map_err(json_err)?,
+            None => serde_json::from_value(v.clone()).map_err(json_err)?,
         };
-        if c.num_attention_heads <= 0 || c.hidden_size % c.num_attention_heads != 0 {
-            return Err(MllmError::Config {
-                path: path.to_path_buf(),
-                message: format!(
-                    "hidden_size {} is not a multiple of num_attention_heads {}",
-                    c.hidden_size, c.num_attention_heads
-                ),
-            });
+        let prefix = if v.get("text_config").is_some() { "text_config." } else { "" };
+        let check = Check { path, prefix };
+        check.size("vocab_size", c.vocab_size, MAX_VOCAB)?;
+        check.size("hidden_size", c.hidden_size, MAX_WIDTH)?;
+        check.size("intermediate_size", c.intermediate_size, MAX_WIDTH * 8)?;
+        check.size("num_hidden_layers", c.num_hidden_layers as i64, MAX_LAYERS)?;
+        check.size("num_attention_heads", c.num_attention_heads, MAX_WIDTH)?;
+        check.divides("num_attention_heads", c.num_attention_heads, "hidden_size", c.hidden_size)?;
+        check.size("max_position_embeddings", c.max_position_embeddings, MAX_POSITIONS)?;
+        check.eps("layer_norm_eps", c.layer_norm_eps)?;
+        if let Some(p) = c.projection_dim.filter(|&p| p != 0) {
+            check.size("projection_dim", p, MAX_WIDTH)?;
         }
         c.projection_dim = c.projection_dim.filter(|&p| p > 0);
         Ok(c)
@@ -163,39 +166,27 @@ impl ClipTextModel {
     /// (`CLIPTextModelWithProjection`, `CLIPModel`); `vision_model.*`, `visual_projection.*`,
     /// `logit_scale` and `position_ids` buffers are skipped; any other extra tensor is an error.
     pub fn load(weights: &Path, config: ClipTextConfig, device: Device) -> Result<Self> {
-        let mut w = Weights::load(weights, device)?;
-        w.ignore(|k| {
-            k.starts_with("vision_model.")
+        let rename = |k: &str| {
+            let unused = k.starts_with("vision_model.")
                 || k.starts_with("visual_projection.")
                 || k == "logit_scale"
-                || k.ends_with("position_ids")
-        });
+                || k.ends_with("position_ids");
+            (!unused).then(|| k.to_string())
+        };
+        let ckpt = Checkpoint::open(weights, &[weights.to_path_buf()], &rename)?;
         let mut vs = nn::VarStore::new(device);
-        let root = vs.root();
+        let w = Weights::checkpoint(ckpt, Kind::Float);
+        let root = VarBuilder::new(&vs, &w);
         let tm = &root / "text_model";
-        let h = config.hidden_size;
+        let (h, init) = (config.hidden_size, nn::Init::Const(0.));
         let emb = &tm / "embeddings";
-        let token_embedding = (&emb / "token_embedding").zeros_no_train("weight", &[config.vocab_size, h]);
-        let position_embedding =
-            (&emb / "position_embedding").zeros_no_train("weight", &[config.max_position_embeddings, h]);
+        let token_embedding = (&emb / "token_embedding").var("weight", &[config.vocab_size, h], init);
+        let position_embedding = (&emb / "position_embedding").var("weight", &[config.max_position_embeddings, h], init);
         let encoder = ClipEncoder::new(&(&tm / "encoder"), &config.encoder());
         let final_layer_norm = LayerNorm::new(&(&tm / "final_layer_norm"), h, config.layer_norm_eps);
-        let text_projection = if w.contains("text_projection.weight") {
-            let p = config.projection_dim.unwrap_or(h);
-            Some(Linear::new(&(&root / "text_projection"), h, p, false))
-        } else {
-            None
-        };
-        // Every variable must come from the checkpoint, with its shape.
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        tch::no_grad(|| -> Result<()> {
-            for (name, mut var) in vars {
-                let t = w.take(&name, &var.size())?;
-                var.copy_(&t);
-            }
-            Ok(())
-        })?;
+        let text_projection = root
+            .contains("text_projection.weight")
+            .then(|| Linear::new(&(&root / "text_projection"), h, config.projection_dim.unwrap_or(h), false));
         w.finish()?;
         vs.freeze();
         Ok(Self { token_embedding, position_embedding, encoder, final_layer_norm, text_projection, config, _vs: vs })
@@ -244,143 +235,46 @@ impl ClipTextModel {
     }
 }
 
-/// CLIP text features for raw strings: tokenizer + [`ClipTextModel`], batched by length.
-pub struct ClipTextEncoder {
-    model: ClipTextModel,
-    tokenizer: Tokenizer,
-    tokenizer_path: PathBuf,
-    max_length: usize,
-    batch_size: usize,
-    normalize: bool,
-    device: Device,
-}
-
-impl std::fmt::Debug for ClipTextEncoder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClipTextEncoder")
-            .field("config", &self.model.config)
-            .field("projection", &self.model.has_projection())
-            .field("max_length", &self.max_length)
-            .field("batch_size", &self.batch_size)
-            .field("normalize", &self.normalize)
-            .field("device", &self.device)
-            .finish()
+impl TextModel for ClipTextModel {
+    /// `projection_dim` with a projection, else `hidden_size`.
+    fn dim(&self) -> i64 {
+        match &self.text_projection {
+            Some(p) => p.dims().1,
+            None => self.config.hidden_size,
+        }
+    }
+    fn pad_id(&self) -> i64 {
+        self.config.pad_token_id
+    }
+    /// `text_embeds` when the checkpoint has a projection, else the pooled output; right padding
+    /// is harmless (the causal mask keeps it out of the EOS state).
+    fn embed_batch(&self, b: &TextBatch) -> Tensor {
+        let pos: Vec<i64> = b
+            .encodings
+            .iter()
+            .map(|e| self.config.eos_position(&e.get_ids().iter().map(|&i| i as i64).collect::<Vec<_>>()) as i64)
+            .collect();
+        let hidden = self.hidden_states(&b.ids);
+        let (pooled, proj) = self.pool(&hidden, &Tensor::from_slice(&pos).to_device(hidden.device()));
+        proj.unwrap_or(pooled)
     }
 }
 
-impl ClipTextEncoder {
+/// CLIP text features for raw strings: tokenizer + [`ClipTextModel`], batched by length.
+pub type ClipTextEncoder = TextEncoder<ClipTextModel>;
+
+impl TextEncoder<ClipTextModel> {
     /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`. Texts are
     /// truncated to `max_position_embeddings` tokens (77), `<|startoftext|>`/`<|endoftext|>`
-    /// included (the tokenizer's post-processor adds them).
+    /// included (the tokenizer's post-processor adds them). Features are unnormalised, as HF's
+    /// `get_text_features` (cosine similarities are the same either way).
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Self> {
         let dir = dir.as_ref();
         let config = ClipTextConfig::from_file(&dir.join("config.json"))?;
         let tokenizer_path = dir.join("tokenizer.json");
-        let mut tokenizer = load_tokenizer(&tokenizer_path)?;
+        std::fs::metadata(&tokenizer_path).map_err(|source| MllmError::Io { path: tokenizer_path.clone(), source })?;
         let max_length = config.max_position_embeddings as usize;
-        configure_tokenizer(&mut tokenizer, &tokenizer_path, max_length)?;
         let model = ClipTextModel::load(&dir.join("model.safetensors"), config, device)?;
-        Ok(Self {
-            model,
-            tokenizer,
-            tokenizer_path,
-            max_length,
-            batch_size: crate::bert::DEFAULT_BATCH_SIZE,
-            normalize: false,
-            device,
-        })
-    }
-
-    /// Texts per forward pass (after length sorting). Default 128, the fastest on CPU in
-    /// `crates/mllm/BENCHMARKS-text.md`.
-    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_size = batch_size.max(1);
-        self
-    }
-
-    /// L2-normalise the features (off by default: HF's `get_text_features` is unnormalised;
-    /// cosine similarities are the same either way).
-    pub fn with_normalize(mut self, normalize: bool) -> Self {
-        self.normalize = normalize;
-        self
-    }
-
-    pub fn model(&self) -> &ClipTextModel {
-        &self.model
-    }
-
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
-    /// Feature width: `projection_dim` with a projection, else `hidden_size`.
-    pub fn dim(&self) -> i64 {
-        match &self.model.text_projection {
-            Some(p) => p.dims().1,
-            None => self.model.config.hidden_size,
-        }
-    }
-
-    /// Token ids of each text (with `<|startoftext|>`/`<|endoftext|>`, truncated).
-    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        Ok(self.encode(texts)?.into_iter().map(|e| e.get_ids().to_vec()).collect())
-    }
-
-    fn encode(&self, texts: &[&str]) -> Result<Vec<tokenizers::Encoding>> {
-        self.tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| MllmError::Tokenizer { path: self.tokenizer_path.clone(), message: e.to_string() })
-    }
-
-    /// Text features [n, dim] in the order of `texts`: `text_embeds` when the checkpoint has a
-    /// projection, else the pooled output. Repeated texts are encoded once; texts are
-    /// length-sorted into batches, each right-padded to its longest text (the causal mask keeps
-    /// padding out of the EOS state).
-    pub fn embed(&self, texts: &[&str]) -> Result<Tensor> {
-        embed_dedup(texts, self.device, |u| self.embed_unique(u))
-    }
-
-    fn embed_unique(&self, texts: &[&str]) -> Result<Tensor> {
-        if texts.is_empty() {
-            return Ok(Tensor::zeros([0, self.dim()], (Kind::Float, self.device)));
-        }
-        let ids: Vec<Vec<i64>> =
-            self.encode(texts)?.iter().map(|e| e.get_ids().iter().map(|&i| i as i64).collect()).collect();
-        if let Some((i, _)) = ids.iter().enumerate().find(|(_, s)| s.is_empty()) {
-            return Err(MllmError::Input(format!("text {i} ({:?}) tokenizes to no tokens", texts[i])));
-        }
-        let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
-        let batches = length_sorted_batches(&lens, self.batch_size);
-        let pad = self.model.config.pad_token_id;
-        let rows = tch::no_grad(|| {
-            batches
-                .iter()
-                .map(|batch| {
-                    let t = batch.iter().map(|&i| lens[i]).max().unwrap_or(0);
-                    let mut flat = vec![pad; batch.len() * t];
-                    let mut pos = Vec::with_capacity(batch.len());
-                    for (r, &i) in batch.iter().enumerate() {
-                        flat[r * t..r * t + lens[i]].copy_from_slice(&ids[i]);
-                        pos.push(self.model.config.eos_position(&ids[i]) as i64);
-                    }
-                    let x = Tensor::from_slice(&flat).view([batch.len() as i64, t as i64]).to_device(self.device);
-                    let pos = Tensor::from_slice(&pos).to_device(self.device);
-                    let hidden = self.model.hidden_states(&x);
-                    let (pooled, proj) = self.model.pool(&hidden, &pos);
-                    let f = proj.unwrap_or(pooled);
-                    if self.normalize {
-                        l2_normalize(&f)
-                    } else {
-                        f
-                    }
-                })
-                .collect::<Vec<_>>()
-        });
-        Ok(unsort_rows(rows, &batches, self.device))
-    }
-
-    /// [`embed`](Self::embed) copied to host memory, one `Vec<f32>` per text.
-    pub fn embed_vecs(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        tensor_rows(&self.embed(texts)?)
+        TextEncoder::new(model, &tokenizer_path, |_| max_length, false, false, device)
     }
 }

@@ -2,6 +2,7 @@
 //! selection (`select_layer`, `select_feature`).
 use crate::clip::{ClipEncoder, LayerNorm};
 use crate::config::{ClipVisionConfig, SelectFeature};
+use crate::checkpoint::VarBuilder;
 use crate::linear::Linear;
 use tch::{nn, Tensor};
 
@@ -15,7 +16,7 @@ pub struct ClipVisionEmbeddings {
 }
 
 impl ClipVisionEmbeddings {
-    pub fn new(p: &nn::Path, cfg: &ClipVisionConfig) -> Self {
+    pub fn new(p: &VarBuilder, cfg: &ClipVisionConfig) -> Self {
         let init = nn::Init::Randn { mean: 0., stdev: 0.02 };
         let d = cfg.hidden_size;
         Self {
@@ -55,7 +56,7 @@ pub struct ClipVisionTransformer {
 
 impl ClipVisionTransformer {
     /// `p` is the `vision_model` path.
-    pub fn new(p: &nn::Path, cfg: &ClipVisionConfig) -> Self {
+    pub fn new(p: &VarBuilder, cfg: &ClipVisionConfig) -> Self {
         Self {
             embeddings: ClipVisionEmbeddings::new(&(p / "embeddings"), cfg),
             pre_layrnorm: LayerNorm::new(&(p / "pre_layrnorm"), cfg.hidden_size, cfg.layer_norm_eps),

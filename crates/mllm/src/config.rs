@@ -107,20 +107,91 @@ impl LlamaConfig {
     pub fn eos_ids(&self) -> Vec<i64> {
         self.eos_token_id.as_ref().map(|e| e.to_vec()).unwrap_or_else(|| vec![2])
     }
-    fn validate(&self, path: &Path) -> Result<()> {
-        let err = |m: String| Err(MllmError::Config { path: path.into(), message: m });
+    /// Check the sizes and supported options; errors name `path` and the field (`prefix` +
+    /// name, e.g. `text_config.num_attention_heads`).
+    pub fn validate(&self, path: &Path, prefix: &str) -> Result<()> {
+        let c = Check { path, prefix };
         for r in [&self.rope_parameters, &self.rope_scaling].into_iter().flatten() {
             if let Some(t) = &r.rope_type {
                 if t != "default" {
-                    return err(format!("unsupported rope type `{t}` (only `default` RoPE is implemented)"));
+                    return c.fail("rope_parameters", format!("unsupported rope type `{t}` (only `default` RoPE is implemented)"));
                 }
             }
         }
         if self.hidden_act != "silu" {
-            return err(format!("unsupported text hidden_act `{}` (LLaMA uses silu)", self.hidden_act));
+            return c.fail("hidden_act", format!("unsupported text hidden_act `{}` (LLaMA uses silu)", self.hidden_act));
         }
+        c.size("vocab_size", self.vocab_size, MAX_VOCAB)?;
+        c.size("hidden_size", self.hidden_size, MAX_WIDTH)?;
+        c.size("intermediate_size", self.intermediate_size, MAX_WIDTH * 8)?;
+        c.size("num_hidden_layers", self.num_hidden_layers as i64, MAX_LAYERS)?;
+        c.size("num_attention_heads", self.num_attention_heads, MAX_WIDTH)?;
+        c.size("num_key_value_heads", self.kv_heads(), MAX_WIDTH)?;
+        c.size("max_position_embeddings", self.max_position_embeddings, MAX_POSITIONS)?;
         if self.num_attention_heads % self.kv_heads() != 0 {
-            return err("num_attention_heads must be a multiple of num_key_value_heads".into());
+            return c.fail(
+                "num_key_value_heads",
+                format!("{} does not divide num_attention_heads {}", self.kv_heads(), self.num_attention_heads),
+            );
+        }
+        match self.head_dim {
+            Some(d) => c.size("head_dim", d, MAX_WIDTH)?,
+            None => c.divides("num_attention_heads", self.num_attention_heads, "hidden_size", self.hidden_size)?,
+        }
+        if self.head_dim() % 2 != 0 {
+            return c.fail("head_dim", format!("{} must be even (RoPE rotates pairs)", self.head_dim()));
+        }
+        c.eps("rms_norm_eps", self.rms_norm_eps)?;
+        if !(self.rope_theta() > 0. && self.rope_theta().is_finite()) {
+            return c.fail("rope_theta", format!("must be positive, got {}", self.rope_theta()));
+        }
+        Ok(())
+    }
+}
+
+/// Largest accepted vocabulary (2^24; the largest public tokenizers have ~2^18 entries).
+pub const MAX_VOCAB: i64 = 1 << 24;
+/// Largest accepted hidden size or head count (2^16).
+pub const MAX_WIDTH: i64 = 1 << 16;
+/// Largest accepted number of layers.
+pub const MAX_LAYERS: i64 = 1024;
+/// Largest accepted number of positions (2^20).
+pub const MAX_POSITIONS: i64 = 1 << 20;
+/// Largest accepted image side in pixels.
+pub const MAX_IMAGE_SIZE: i64 = 16384;
+
+/// Field checks for a config file: every error names the file and the field.
+pub(crate) struct Check<'a> {
+    pub path: &'a Path,
+    /// Prepended to field names (`text_config.`, `vision_config.` or empty).
+    pub prefix: &'a str,
+}
+
+impl Check<'_> {
+    pub fn fail<T>(&self, field: &str, message: String) -> Result<T> {
+        Err(MllmError::Config { path: self.path.into(), message: format!("`{}{field}`: {message}", self.prefix) })
+    }
+    /// `1 ≤ v ≤ max`.
+    pub fn size(&self, field: &str, v: i64, max: i64) -> Result<()> {
+        if v <= 0 {
+            return self.fail(field, format!("must be positive, got {v}"));
+        }
+        if v > max {
+            return self.fail(field, format!("{v} is larger than the supported maximum {max}"));
+        }
+        Ok(())
+    }
+    /// `d` (already checked positive) divides `n`.
+    pub fn divides(&self, d_field: &str, d: i64, n_field: &str, n: i64) -> Result<()> {
+        if d <= 0 || n % d != 0 {
+            return self.fail(d_field, format!("{d} does not divide {}{n_field} {n}", self.prefix));
+        }
+        Ok(())
+    }
+    /// A positive, finite epsilon.
+    pub fn eps(&self, field: &str, v: f64) -> Result<()> {
+        if !(v > 0. && v.is_finite()) {
+            return self.fail(field, format!("must be positive and finite, got {v}"));
         }
         Ok(())
     }
@@ -173,6 +244,22 @@ impl ClipVisionConfig {
             layer_norm_eps: 1e-5,
         }
     }
+    /// Check the sizes (positive, within bounds, heads dividing the width, the patch size
+    /// dividing the image size); errors name `path` and `prefix` + field.
+    pub fn validate(&self, path: &Path, prefix: &str) -> Result<()> {
+        let c = Check { path, prefix };
+        c.size("hidden_size", self.hidden_size, MAX_WIDTH)?;
+        c.size("intermediate_size", self.intermediate_size, MAX_WIDTH * 8)?;
+        c.size("num_hidden_layers", self.num_hidden_layers as i64, MAX_LAYERS)?;
+        c.size("num_attention_heads", self.num_attention_heads, MAX_WIDTH)?;
+        c.divides("num_attention_heads", self.num_attention_heads, "hidden_size", self.hidden_size)?;
+        c.size("num_channels", self.num_channels, 64)?;
+        c.size("image_size", self.image_size, MAX_IMAGE_SIZE)?;
+        c.size("patch_size", self.patch_size, self.image_size)?;
+        c.divides("patch_size", self.patch_size, "image_size", self.image_size)?;
+        c.eps("layer_norm_eps", self.layer_norm_eps)
+    }
+
     /// Number of patches (`(image_size / patch_size)²`).
     pub fn num_patches(&self) -> i64 {
         (self.image_size / self.patch_size).pow(2)
@@ -293,6 +380,29 @@ impl LlavaConfig {
         self.vision.num_patches() + if self.select_feature == SelectFeature::ClsPatch { 1 } else { 0 }
     }
 
+    /// Check the whole configuration (text and vision sizes, the feature layer, the image token);
+    /// errors name `path` (the `config.json`) and the field.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let (tp, vp) = match self.layout {
+            CheckpointLayout::LlavaHf => ("text_config.", "vision_config."),
+            CheckpointLayout::Original => ("", "vision_config."),
+        };
+        self.text.validate(path, tp)?;
+        self.vision.validate(path, vp)?;
+        let c = Check { path, prefix: "" };
+        let n = self.vision.num_hidden_layers as i64;
+        if !(-(n + 1)..=n).contains(&self.select_layer) {
+            return c.fail("vision_feature_layer", format!("{} is out of range for {n} vision layers", self.select_layer));
+        }
+        if self.image_token_id >= self.text.vocab_size {
+            return c.fail(
+                "image_token_index",
+                format!("{} is outside the vocabulary ({} tokens)", self.image_token_id, self.text.vocab_size),
+            );
+        }
+        Ok(())
+    }
+
     /// A tiny random-weight configuration (vision hidden 32, 2 layers, 28 px / patch 14 → 4 image
     /// tokens; text hidden 64, 2 layers, 4 heads / 2 KV heads, vocab 260, matching [`crate::conversation::ChatTokenizer::byte_level`]) for tests and benches.
     pub fn tiny() -> Self {
@@ -376,13 +486,11 @@ impl LlavaConfig {
                 .and_then(|x| x.as_i64())
                 .unwrap_or(32000);
             let mut text = text;
-            if let Some(t) = v.get("tie_word_embeddings").and_then(|t| t.as_bool()) {
-                if tc.get("tie_word_embeddings").is_none() {
-                    text.tie_word_embeddings = t;
-                }
+            // transformers ties the output embedding when either level says so.
+            if v.get("tie_word_embeddings").and_then(|t| t.as_bool()) == Some(true) {
+                text.tie_word_embeddings = true;
             }
-            text.validate(&path)?;
-            return Ok(Self {
+            let cfg = Self {
                 text,
                 vision,
                 projector: ProjectorType::MlpGelu(2),
@@ -394,11 +502,12 @@ impl LlavaConfig {
                 mm_use_im_start_end: false,
                 layout: CheckpointLayout::LlavaHf,
                 vision_tower_dir: None,
-            });
+            };
+            cfg.validate(&path)?;
+            return Ok(cfg);
         }
         // Original LLaVA-1.5 layout: a LlamaConfig with mm_* fields.
         let text: LlamaConfig = field(&path, &v, "config")?;
-        text.validate(&path)?;
         let s = |k: &str| v.get(k).and_then(|x| x.as_str());
         let projector_name = s("mm_projector_type").unwrap_or("linear");
         let projector =
@@ -412,7 +521,7 @@ impl LlavaConfig {
             other => return Err(cerr(format!("unsupported image_aspect_ratio `{other}`"))),
         };
         let mut vision_tower_dir = None;
-        let vision = if let Some(vc) = v.get("vision_config") {
+        let vision: ClipVisionConfig = if let Some(vc) = v.get("vision_config") {
             field(&path, vc, "vision_config")?
         } else {
             let name = s("mm_vision_tower").ok_or_else(|| cerr("missing `mm_vision_tower` (and no `vision_config`)".into()))?;
@@ -425,9 +534,11 @@ impl LlavaConfig {
             let cv = read_json(&cpath)?;
             let vc = cv.get("vision_config").unwrap_or(&cv);
             vision_tower_dir = Some(p);
-            field(&cpath, vc, "vision_config")?
+            let vision: ClipVisionConfig = field(&cpath, vc, "vision_config")?;
+            vision.validate(&cpath, if cv.get("vision_config").is_some() { "vision_config." } else { "" })?;
+            vision
         };
-        Ok(Self {
+        let cfg = Self {
             text,
             vision,
             projector,
@@ -439,6 +550,8 @@ impl LlavaConfig {
             mm_use_im_start_end: v.get("mm_use_im_start_end").and_then(|b| b.as_bool()).unwrap_or(false),
             layout: CheckpointLayout::Original,
             vision_tower_dir,
-        })
+        };
+        cfg.validate(&path)?;
+        Ok(cfg)
     }
 }

@@ -9,14 +9,17 @@
 //!   switch, PEFT-compatible save/load, merging.
 //! * [`clip`] — the shared CLIP encoder; [`clip_vision`] — the vision tower with LLaVA's feature
 //!   selection; [`projector`]; [`llama`] — the decoder with a KV cache; [`llava`] — the model.
-//! * [`checkpoint`] — strict (sharded) safetensors loading in every key spelling.
+//! * [`checkpoint`] — the one weight loader: memory-mapped (sharded) safetensors in every key
+//!   spelling, each tensor created once in the requested kind and device, strict key/shape checks;
+//!   [`layers`] — the LayerNorm and activations shared by CLIP and BERT.
 //! * [`image_processor`] — the CLIP processor with Pillow-exact bicubic resizing and LLaVA's
 //!   pad-to-square; [`conversation`] — vicuna_v1 prompts and the training encoder (response mask,
 //!   round index, weights `1 + 0.05·r`).
 //! * [`generation`] — greedy / sampling / beam search, penalties, stop strings, batches, chat.
 //! * [`preference`] — `mdpo::PreferenceModel` for LLaVA (image features shared across the K
 //!   responses of an example).
-//! * `bert`, `clip_text` — text experts (sentence embeddings, CLIP text tower).
+//! * `bert`, `clip_text` — text experts (sentence embeddings, CLIP text tower), both behind the
+//!   one [`text_encoder::TextEncoder`] wrapper.
 
 pub mod bert;
 pub mod checkpoint;
@@ -28,15 +31,18 @@ pub mod clip_vision;
 pub mod error;
 pub mod generation;
 pub mod image_processor;
+pub mod layers;
 pub mod projector;
 pub mod lora;
 pub mod llava;
 pub mod llama;
 pub mod preference;
 pub mod linear;
+pub mod text_encoder;
 
-pub use bert::{minilm_dir, BertConfig, BertEncoder, BertModel};
+pub use bert::{minilm_dir, BertConfig, BertEncoder, BertModel, SentenceBert};
 pub use clip_text::{ClipTextConfig, ClipTextEncoder, ClipTextModel};
+pub use text_encoder::{TextEncoder, TextModel};
 pub use error::{MllmError, Result};
 pub use config::LlavaConfig;
 pub use llava::{LoadOptions, Llava};

@@ -8,6 +8,7 @@
 //! [`AdapterSwitch`] shared by all adapters of one model.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use crate::checkpoint::VarBuilder;
 use tch::{nn, Tensor};
 
 /// A shared on/off switch for all the LoRA adapters of one model (off ⇒ the frozen base model,
@@ -59,9 +60,9 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Create the variables `<p>.weight` (and `<p>.bias`) in `p`'s VarStore, randomly initialised
-    /// (normal, std 0.02); loading a checkpoint overwrites them.
-    pub fn new(p: &nn::Path, in_dim: i64, out_dim: i64, bias: bool) -> Self {
+    /// The variables `<p>.weight` (and `<p>.bias`) of `p`'s VarStore: read from the checkpoint
+    /// `p` loads, or randomly initialised (normal, std 0.02) for a random model.
+    pub fn new(p: &VarBuilder, in_dim: i64, out_dim: i64, bias: bool) -> Self {
         let weight = p.var("weight", &[out_dim, in_dim], nn::Init::Randn { mean: 0., stdev: 0.02 });
         let bias = bias.then(|| p.var("bias", &[out_dim], nn::Init::Randn { mean: 0., stdev: 0.02 }));
         let name = p.path("weight");

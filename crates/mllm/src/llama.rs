@@ -3,6 +3,7 @@
 //! tied or untied `lm_head`, with a full-sequence path for training and a [`KvCache`] for
 //! incremental decoding.
 use crate::config::LlamaConfig;
+use crate::checkpoint::VarBuilder;
 use crate::linear::Linear;
 use tch::{nn, Kind, Tensor};
 
@@ -14,7 +15,7 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub fn new(p: &nn::Path, dim: i64, eps: f64) -> Self {
+    pub fn new(p: &VarBuilder, dim: i64, eps: f64) -> Self {
         Self { weight: p.var("weight", &[dim], nn::Init::Const(1.)), eps }
     }
     pub fn forward(&self, xs: &Tensor) -> Tensor {
@@ -144,7 +145,7 @@ fn rotate_half(x: &Tensor) -> Tensor {
 }
 
 impl LlamaAttention {
-    pub fn new(p: &nn::Path, cfg: &LlamaConfig) -> Self {
+    pub fn new(p: &VarBuilder, cfg: &LlamaConfig) -> Self {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim());
         let b = cfg.attention_bias;
         Self {
@@ -206,7 +207,7 @@ pub struct LlamaMlp {
 }
 
 impl LlamaMlp {
-    pub fn new(p: &nn::Path, cfg: &LlamaConfig) -> Self {
+    pub fn new(p: &VarBuilder, cfg: &LlamaConfig) -> Self {
         let (h, i, b) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
         Self {
             gate_proj: Linear::new(&(p / "gate_proj"), h, i, b),
@@ -229,7 +230,7 @@ pub struct LlamaDecoderLayer {
 }
 
 impl LlamaDecoderLayer {
-    pub fn new(p: &nn::Path, cfg: &LlamaConfig) -> Self {
+    pub fn new(p: &VarBuilder, cfg: &LlamaConfig) -> Self {
         Self {
             self_attn: LlamaAttention::new(&(p / "self_attn"), cfg),
             mlp: LlamaMlp::new(&(p / "mlp"), cfg),
@@ -289,7 +290,7 @@ pub fn position_ids(key_valid: &Tensor) -> Tensor {
 }
 
 impl Llama {
-    pub fn new(p: &nn::Path, cfg: &LlamaConfig) -> Self {
+    pub fn new(p: &VarBuilder, cfg: &LlamaConfig) -> Self {
         let mp = p / "model";
         let lp = &mp / "layers";
         let embed_tokens = (&mp / "embed_tokens").var("weight", &[cfg.vocab_size, cfg.hidden_size], nn::Init::Randn { mean: 0., stdev: 0.02 });

@@ -1,6 +1,6 @@
 //! LLaVA-1.5: CLIP vision tower → projector → LLaMA decoder, with image features spliced into the
 //! token embeddings at the image-token positions.
-use crate::checkpoint::{canonical_key, load_strict, safetensors_files, KeyFilter};
+use crate::checkpoint::{canonical_key, safetensors_files, Checkpoint, KeyFilter, VarBuilder, Weights};
 use crate::clip_vision::ClipVisionTransformer;
 use crate::config::{CheckpointLayout, LlavaConfig};
 use crate::error::{MllmError, Result};
@@ -8,7 +8,7 @@ use crate::linear::Linear;
 use crate::llama::{position_ids, KvCache, Llama};
 use crate::lora::Adapters;
 use crate::projector::Projector;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
 /// Where and in which precision to put the model.
@@ -34,6 +34,8 @@ pub struct Llava {
     pub language_model: Llama,
     pub(crate) vs: nn::VarStore,
     pub(crate) adapters: Option<Adapters>,
+    /// [`Checkpoint::fingerprint`] of the files the base was loaded from.
+    checkpoint_fingerprint: Option<String>,
 }
 
 impl std::fmt::Debug for Llava {
@@ -42,44 +44,35 @@ impl std::fmt::Debug for Llava {
     }
 }
 
-fn header_names(file: &Path) -> Result<Vec<String>> {
-    use std::io::Read;
-    let io = |source| MllmError::Io { path: file.into(), source };
-    let mut f = std::fs::File::open(file).map_err(io)?;
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(io)?;
-    let n = u64::from_le_bytes(n);
-    if n > 100_000_000 {
-        return Err(MllmError::Config { path: file.into(), message: "not a valid safetensors file (header too large)".into() });
-    }
-    let mut h = vec![0u8; n as usize];
-    f.read_exact(&mut h).map_err(io)?;
-    let v: serde_json::Value = serde_json::from_slice(&h).map_err(|source| MllmError::Json { path: file.into(), source })?;
-    Ok(v.as_object().map(|o| o.keys().filter(|k| *k != "__metadata__").cloned().collect()).unwrap_or_default())
-}
-
 impl Llava {
-    fn build(vs: &nn::VarStore, cfg: &LlavaConfig) -> Self {
-        let root = vs.root();
-        let vision_tower = ClipVisionTransformer::new(&(&root / "vision_tower" / "vision_model"), &cfg.vision);
+    fn build(p: &VarBuilder, cfg: &LlavaConfig) -> Self {
+        let vision_tower = ClipVisionTransformer::new(&(p / "vision_tower" / "vision_model"), &cfg.vision);
         let projector = Projector::new(
-            &(&root / "multi_modal_projector"),
+            &(p / "multi_modal_projector"),
             cfg.projector,
             cfg.vision.hidden_size,
             cfg.text.hidden_size,
             cfg.projector_bias,
         );
-        let language_model = Llama::new(&(&root / "language_model"), &cfg.text);
-        Self { cfg: cfg.clone(), vision_tower, projector, language_model, vs: nn::VarStore::new(vs.device()), adapters: None }
+        let language_model = Llama::new(&(p / "language_model"), &cfg.text);
+        Self {
+            cfg: cfg.clone(),
+            vision_tower,
+            projector,
+            language_model,
+            vs: nn::VarStore::new(p.device()),
+            adapters: None,
+            checkpoint_fingerprint: None,
+        }
     }
-
 
     /// A model with random weights (normal, std 0.02; norms at 1), seeded — for tests, benches and
     /// demos (see [`LlavaConfig::tiny`]).
     pub fn random(cfg: &LlavaConfig, opts: LoadOptions, seed: i64) -> Self {
         tch::manual_seed(seed);
         let mut vs = nn::VarStore::new(opts.device);
-        let mut m = Self::build(&vs, cfg);
+        let weights = Weights::random();
+        let mut m = Self::build(&VarBuilder::new(&vs, &weights), cfg);
         vs.set_kind(opts.kind);
         vs.freeze();
         m.vs = vs;
@@ -93,37 +86,60 @@ impl Llava {
         Self::load_with_config(dir, &cfg, opts)
     }
 
-    /// Load weights for an explicit configuration.
-    pub fn load_with_config(dir: &Path, cfg: &LlavaConfig, opts: LoadOptions) -> Result<Self> {
-        let mut vs = nn::VarStore::new(opts.device);
-        let mut m = Self::build(&vs, cfg);
-        vs.set_kind(opts.kind);
+    /// The memory-mapped checkpoint of `dir` for `cfg`: its safetensors files (sharded or not),
+    /// and for the original layout without an embedded tower the CLIP directory's vision keys.
+    pub fn checkpoint(dir: &Path, cfg: &LlavaConfig) -> Result<Checkpoint> {
         let files = safetensors_files(dir)?;
+        let origin = if files.len() == 1 { files[0].clone() } else { dir.to_path_buf() };
+        let origin = if cfg.layout == CheckpointLayout::Original { dir.to_path_buf() } else { origin };
         let tied = cfg.text.tie_word_embeddings;
         let main: KeyFilter = &move |k: &str| !(tied && canonical_key(k).as_deref() == Some("language_model.lm_head.weight"));
-        let vision_only: KeyFilter = &|k: &str| k.starts_with("vision_model.");
-        let mut sources: Vec<(PathBuf, KeyFilter)> = files.iter().map(|f| (f.clone(), main)).collect();
-        if cfg.layout == CheckpointLayout::Original {
-            let mut embedded = false;
-            for f in &files {
-                if header_names(f)?.iter().any(|k| k.starts_with("model.vision_tower.")) {
-                    embedded = true;
-                }
-            }
-            if !embedded {
-                let vdir = cfg.vision_tower_dir.as_ref().ok_or_else(|| MllmError::Config {
-                    path: dir.join("config.json"),
-                    message: "the checkpoint has no vision tower and `mm_vision_tower` names no local CLIP directory".into(),
-                })?;
-                for f in safetensors_files(vdir)? {
-                    sources.push((f, vision_only));
-                }
-            }
+        let mut ckpt = Checkpoint::new(&origin);
+        ckpt.add_files(&files, main, &canonical_key)?;
+        if cfg.layout == CheckpointLayout::Original && !ckpt.any_key(|k| k.starts_with("model.vision_tower.")) {
+            let vdir = cfg.vision_tower_dir.as_ref().ok_or_else(|| MllmError::Config {
+                path: dir.join("config.json"),
+                message: "the checkpoint has no vision tower and `mm_vision_tower` names no local CLIP directory".into(),
+            })?;
+            ckpt.add_files(&safetensors_files(vdir)?, &|k: &str| k.starts_with("vision_model."), &canonical_key)?;
         }
-        load_strict(&vs, dir, &sources)?;
+        Ok(ckpt)
+    }
+
+    /// Load weights for an explicit configuration: each tensor is created once, in `opts.kind`
+    /// on `opts.device`, from the memory-mapped files ([`crate::checkpoint`]).
+    pub fn load_with_config(dir: &Path, cfg: &LlavaConfig, opts: LoadOptions) -> Result<Self> {
+        cfg.validate(&dir.join("config.json"))?;
+        let ckpt = Self::checkpoint(dir, cfg)?;
+        let mut vs = nn::VarStore::new(opts.device);
+        vs.set_kind(opts.kind);
+        let weights = Weights::checkpoint(ckpt, opts.kind);
+        let mut m = Self::build(&VarBuilder::new(&vs, &weights), cfg);
+        let ckpt = weights.finish()?.expect("loaded from a checkpoint");
         vs.freeze();
         m.vs = vs;
+        m.checkpoint_fingerprint = Some(ckpt.fingerprint());
         Ok(m)
+    }
+
+    /// A fingerprint of the base weights for the reference-log-prob cache key: for a model loaded
+    /// from a checkpoint whose base is still frozen and unmerged, [`Checkpoint::fingerprint`] of
+    /// its files (computed while loading; seconds for 7B instead of a copy-and-hash of every
+    /// weight) with the kind the weights were loaded in; otherwise a hash of every base variable.
+    pub fn base_fingerprint(&self) -> mdpo::Result<String> {
+        if let Some(f) = &self.checkpoint_fingerprint {
+            if self.vs.variables().values().all(|t| !t.requires_grad()) {
+                // The kind the weights were created in is part of what the reference scores with.
+                return Ok(format!("checkpoint:{:?}:{f}", self.kind()));
+            }
+        }
+        mdpo::fingerprint::var_store(&self.vs, true)
+    }
+
+    /// Forget the checkpoint fingerprint (the base weights no longer equal the files, e.g. after
+    /// merging an adapter into them).
+    pub(crate) fn base_changed(&mut self) {
+        self.checkpoint_fingerprint = None;
     }
 
     /// The base weights (canonical llava-hf names).

@@ -252,5 +252,6 @@ impl Llava {
             l.merge_lora();
         }
         self.adapters = None;
+        self.base_changed();
     }
 }

@@ -194,9 +194,10 @@ impl PreferenceModel for LlavaPreference {
     }
 
     /// The base weights (always) and, when asked, the LoRA adapters: with LoRA the optimizer's
-    /// store holds only the adapters, so the frozen base must be hashed from the model's own store.
+    /// store holds only the adapters, so the frozen base is keyed separately, by its checkpoint
+    /// files when it was loaded from one ([`Llava::base_fingerprint`]).
     fn weights_fingerprint(&self, include_trainable: bool) -> mdpo::Result<String> {
-        let base = mdpo::fingerprint::var_store(self.model.var_store(), true)?;
+        let base = self.model.base_fingerprint()?;
         match self.model.lora_var_store() {
             Some(lora) if include_trainable => {
                 Ok(mdpo::fingerprint::text(&format!("{base}+lora:{}", mdpo::fingerprint::var_store(lora, true)?)))

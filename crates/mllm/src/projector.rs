@@ -2,8 +2,9 @@
 //! `multi_modal_projector.linear_{i}` (llava-hf; the original `model.mm_projector.{2(i-1)}` keys
 //! are renamed on load).
 use crate::config::ProjectorType;
+use crate::checkpoint::VarBuilder;
 use crate::linear::Linear;
-use tch::{nn, Tensor};
+use tch::Tensor;
 
 /// Linear layers with exact GELU between them.
 #[derive(Debug)]
@@ -12,7 +13,7 @@ pub struct Projector {
 }
 
 impl Projector {
-    pub fn new(p: &nn::Path, kind: ProjectorType, vision_dim: i64, text_dim: i64, bias: bool) -> Self {
+    pub fn new(p: &VarBuilder, kind: ProjectorType, vision_dim: i64, text_dim: i64, bias: bool) -> Self {
         let layers = (0..kind.depth())
             .map(|i| Linear::new(&(p / format!("linear_{}", i + 1)), if i == 0 { vision_dim } else { text_dim }, text_dim, bias))
             .collect();

@@ -32,6 +32,12 @@ fn logits_match_transformers_tied_embeddings() {
     check_logits("hf_tied", "logits_tied");
 }
 
+/// `tie_word_embeddings: true` at the top level only (text_config says false): transformers ties.
+#[test]
+fn logits_match_transformers_tied_at_top_level_only() {
+    check_logits("hf_tied_top", "logits_tied_top");
+}
+
 #[test]
 fn logits_match_transformers_original_layout_separate_clip() {
     check_logits("original", "logits");
