@@ -50,7 +50,7 @@ fn model(cfg: &LlavaConfig, share: bool, prefix: bool, device: Device, lora: boo
     m.share_prefix = prefix;
     if lora {
         let lcfg = mllm::lora::LoraConfig { dropout: 0.0, ..Default::default() };
-        m.model.add_lora(&lcfg).expect("lora");
+        m.model.add_lora(&lcfg, 0).expect("lora");
     }
     m
 }

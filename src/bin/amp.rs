@@ -177,7 +177,8 @@ struct SftCmd {
 }
 
 /// Loads the LLaVA checkpoint with fresh LoRA adapters, ready for `mdpo`.
-fn llava_policy(m: &ModelArgs) -> Result<mllm::preference::LlavaPreference, String> {
+/// `seed` (the run's) fixes the adapters' initial values (issue: same seed, same adapter bytes).
+fn llava_policy(m: &ModelArgs, seed: u64) -> Result<mllm::preference::LlavaPreference, String> {
     use mllm::llava::{Llava, LoadOptions};
     let (device, kind) = match m.device.as_str() {
         "cpu" => (tch::Device::Cpu, tch::Kind::Float),
@@ -188,7 +189,7 @@ fn llava_policy(m: &ModelArgs) -> Result<mllm::preference::LlavaPreference, Stri
     let s = |e: mllm::MllmError| e.to_string();
     let mut llava = Llava::load(&m.model, LoadOptions { device, kind }).map_err(s)?;
     llava
-        .add_lora(&mllm::lora::LoraConfig { r: m.lora_r, alpha: m.lora_alpha, dropout: m.lora_dropout, ..Default::default() })
+        .add_lora(&mllm::lora::LoraConfig { r: m.lora_r, alpha: m.lora_alpha, dropout: m.lora_dropout, ..Default::default() }, seed)
         .map_err(s)?;
     let tokenizer = mllm::conversation::ChatTokenizer::from_model_dir(&m.model, &llava.cfg).map_err(s)?;
     let images = mllm::image_processor::ImageProcessor::from_dir(
@@ -306,8 +307,8 @@ fn run(cli: Cli) -> Result<(), String> {
             amp_data::cli::run_merge(&a).map_err(|e| s(&e))?;
         }
         Command::Train(c) => {
-            let policy = llava_policy(&c.model)?;
             let config = c.args.config().map_err(|e| s(&e))?;
+            let policy = llava_policy(&c.model, config.seed)?;
             let examples = c.args.examples(&config).map_err(|e| s(&e))?;
             let out = config.output_dir.clone();
             let mut trainer = mdpo::Trainer::new(policy, mdpo::Reference::PolicyWithoutAdapters, examples, config)
@@ -317,8 +318,8 @@ fn run(cli: Cli) -> Result<(), String> {
             save_adapter(trainer.policy(), &out)?;
         }
         Command::Sft(c) => {
-            let policy = llava_policy(&c.model)?;
             let config = c.args.config().map_err(|e| s(&e))?;
+            let policy = llava_policy(&c.model, config.seed)?;
             let examples = c.args.examples().map_err(|e| s(&e))?;
             let out = config.output_dir.clone();
             let mut trainer = mdpo::Trainer::sft(policy, examples, config).map_err(|e| s(&e))?;

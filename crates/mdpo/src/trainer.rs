@@ -626,7 +626,7 @@ impl<M: PreferenceModel> Trainer<M> {
                 .to_device(Device::Cpu);
             Vec::<f64>::try_from(m).unwrap_or_default()
         };
-        if chunks.len() == 1 {
+        if chunks.len() == 1 && !self.policy.recomputes_activations() {
             tch::manual_seed(rng_seed(seed, step, mi, 0));
             let lp = forward(0..k)?;
             let kind = float_kind(&lp.sum);
@@ -671,9 +671,8 @@ impl<M: PreferenceModel> Trainer<M> {
             // Pass 2: recompute each chunk with a graph, back-propagate Σ g ⊙ s_chunk.
             for (c, r) in chunks.iter().enumerate() {
                 tch::manual_seed(rng_seed(seed, step, mi, c));
-                let lp = forward(r.clone())?;
                 let gc = g.narrow(0, r.start as i64, r.len() as i64);
-                (lp.sum.to_kind(kind) * gc).sum(kind).backward();
+                self.policy.backward_logps(batch, r.clone(), true, &gc)?;
             }
         }
         Ok(MicroResult {
@@ -687,13 +686,23 @@ impl<M: PreferenceModel> Trainer<M> {
 
     fn sft_micro(&self, batch: &M::Batch, mi: usize) -> Result<MicroResult> {
         let device = self.policy.trainable_vars().device();
-        tch::manual_seed(rng_seed(self.cfg.seed, self.state.step, mi, 0));
-        let lp = with_autocast(self.cfg.bf16, device, || self.policy.response_logps(batch, 0..1, true))?;
+        let seed = rng_seed(self.cfg.seed, self.state.step, mi, 0);
+        tch::manual_seed(seed);
+        let recompute = self.policy.recomputes_activations();
+        let lp = if recompute {
+            tch::no_grad(|| with_autocast(self.cfg.bf16, device, || self.policy.response_logps(batch, 0..1, true)))?
+        } else {
+            with_autocast(self.cfg.bf16, device, || self.policy.response_logps(batch, 0..1, true))?
+        };
         let kind = float_kind(&lp.sum);
         let nll = -lp.sum.to_kind(kind).sum(kind);
         let w = lp.weight.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
         let l = nll.double_value(&[]);
-        if l.is_finite() {
+        if l.is_finite() && recompute {
+            // ∂(−Σ sum)/∂sum = −1; the model recomputes its activations layer by layer
+            tch::manual_seed(seed);
+            self.policy.backward_logps(batch, 0..1, true, &(-lp.sum.ones_like().to_kind(kind)))?;
+        } else if l.is_finite() {
             nll.backward();
         }
         let tok = (lp.sum.detach().to_kind(Kind::Double) / lp.weight.to_kind(Kind::Double).clamp_min(1e-8))

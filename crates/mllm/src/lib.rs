@@ -16,6 +16,7 @@
 //! * [`generation`] — greedy / sampling / beam search, penalties, stop strings, batches, chat.
 //! * [`preference`] — `mdpo::PreferenceModel` for LLaVA (image features shared across the K
 //!   responses of an example).
+//! * [`recompute`] — gradient checkpointing (activation recomputation) for a chain of layers.
 //! * `bert`, `clip_text` — text experts (sentence embeddings, CLIP text tower).
 
 pub mod bert;
@@ -33,6 +34,7 @@ pub mod lora;
 pub mod llava;
 pub mod llama;
 pub mod preference;
+pub mod recompute;
 pub mod linear;
 
 pub use bert::{minilm_dir, BertConfig, BertEncoder, BertModel};

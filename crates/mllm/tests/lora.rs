@@ -30,7 +30,7 @@ fn zero_init_merge_and_switch() {
     let (mut m, ids, px) = setup();
     let base = tch::no_grad(|| m.forward(&ids, Some(&px), None)).unwrap();
     let cfg = LoraConfig { r: 4, alpha: 8., dropout: 0.1, ..Default::default() };
-    m.add_lora(&cfg).unwrap();
+    m.add_lora(&cfg, 0).unwrap();
     let vars = m.lora_var_store().unwrap().variables();
     // 2 layers × 7 target modules × (A, B)
     assert_eq!(vars.len(), 28);
@@ -69,7 +69,7 @@ fn peft_adapter_loads_in_rust() {
 #[test]
 fn rust_adapter_loads_in_peft_and_round_trips() {
     let (mut m, ids, px) = setup();
-    m.add_lora(&LoraConfig { r: 4, alpha: 8., dropout: 0., ..Default::default() }).unwrap();
+    m.add_lora(&LoraConfig { r: 4, alpha: 8., dropout: 0., ..Default::default() }, 0).unwrap();
     randomize_b(&m, 5);
     let ours = tch::no_grad(|| m.forward(&ids, Some(&px), None)).unwrap();
     let dir = tempfile::tempdir().unwrap();
