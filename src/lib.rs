@@ -12,6 +12,7 @@
 //! | [`amp_chat`] | an OpenAI-compatible chat client shared by the data pipeline and the judge |
 
 pub mod adapters;
+pub mod model_args;
 pub mod pipeline;
 
 pub use amp_chat;

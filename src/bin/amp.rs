@@ -70,6 +70,11 @@ struct GenerateCmd {
     /// the order (the initial ranking) is never ambiguous.
     #[arg(long = "local-expert")]
     local_experts: Vec<String>,
+    #[command(flatten)]
+    device: amp::model_args::DeviceArgs,
+    /// With a single `--local-expert`: a LoRA adapter to apply to it.
+    #[command(flatten)]
+    adapter: amp::model_args::AdapterArgs,
 }
 
 /// The decoding flags as mllm's generation config: beams > 1 means beam search (the paper's
@@ -92,12 +97,17 @@ fn generation_config(d: &amp_data::cli::DecodingArgs, no_repeat_ngram_size: usiz
     }
 }
 
-fn local_expert(spec: &str, d: &amp_data::cli::DecodingArgs) -> Result<amp_data::Expert, String> {
+fn local_expert(spec: &str, g: &GenerateCmd) -> Result<amp_data::Expert, String> {
     let (name, dir) = spec
         .split_once('=')
         .filter(|(n, d)| !n.is_empty() && !d.is_empty())
         .ok_or_else(|| format!("--local-expert {spec:?}: expected NAME=DIR"))?;
-    let chat = CheckpointChat::load(name, dir.as_ref(), generation_config(d, 0)).map_err(|e| format!("--local-expert {name}: {e}"))?;
+    if g.adapter.adapter.is_some() && g.local_experts.len() != 1 {
+        return Err("--adapter applies to a single --local-expert; give one expert per run".into());
+    }
+    let opts = g.device.load_options().map_err(|e| e.to_string())?;
+    let chat = CheckpointChat::load_with(name, dir.as_ref(), generation_config(&g.args.decoding, 0), opts, &g.adapter)
+        .map_err(|e| format!("--local-expert {name}: {e}"))?;
     Ok(amp_data::Expert { name: name.to_string(), generator: std::sync::Arc::new(LlavaChat::new(chat)) })
 }
 
@@ -122,6 +132,10 @@ struct AnswerLocalArgs {
     /// MRHal-Bench's protocol uses 5.
     #[arg(long, default_value_t = 5)]
     no_repeat_ngram_size: usize,
+    #[command(flatten)]
+    device: amp::model_args::DeviceArgs,
+    #[command(flatten)]
+    adapter: amp::model_args::AdapterArgs,
 }
 
 #[derive(clap::Args)]
@@ -136,6 +150,10 @@ struct CheckCmd {
     /// The sentence (global) expert, same syntax.
     #[arg(long, default_value = "minilm")]
     global_expert: String,
+    /// The text experts' device (they always compute in f32: the auto-check compares their
+    /// cosine scores, and they are small; `--dtype` other than f32 is refused).
+    #[command(flatten)]
+    device: amp::model_args::DeviceArgs,
 }
 
 /// The model flags shared by `train` and `sft`.
@@ -155,9 +173,16 @@ struct ModelArgs {
     /// Truncate encoded conversations to this many tokens (never inside the image span).
     #[arg(long)]
     max_len: Option<usize>,
-    /// `cpu` or `cuda` (bf16 on CUDA).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: amp::model_args::DeviceArgs,
+    /// Gradient checkpointing: recompute each decoder (and trained vision) layer in the backward
+    /// pass instead of keeping its activations (exact gradients, about one more forward).
+    /// Default: on for CUDA, off on the CPU.
+    #[arg(long, overrides_with = "no_grad_checkpoint")]
+    grad_checkpoint: bool,
+    /// Turn gradient checkpointing off.
+    #[arg(long)]
+    no_grad_checkpoint: bool,
 }
 
 #[derive(clap::Args)]
@@ -179,15 +204,10 @@ struct SftCmd {
 /// Loads the LLaVA checkpoint with fresh LoRA adapters, ready for `mdpo`.
 /// `seed` (the run's) fixes the adapters' initial values (issue: same seed, same adapter bytes).
 fn llava_policy(m: &ModelArgs, seed: u64) -> Result<mllm::preference::LlavaPreference, String> {
-    use mllm::llava::{Llava, LoadOptions};
-    let (device, kind) = match m.device.as_str() {
-        "cpu" => (tch::Device::Cpu, tch::Kind::Float),
-        "cuda" if tch::Cuda::is_available() => (tch::Device::Cuda(0), tch::Kind::BFloat16),
-        "cuda" => return Err("--device cuda: no CUDA device is available".into()),
-        other => return Err(format!("--device {other:?}: expected cpu or cuda")),
-    };
+    use mllm::llava::Llava;
+    let opts = m.device.load_options().map_err(|e| e.to_string())?;
     let s = |e: mllm::MllmError| e.to_string();
-    let mut llava = Llava::load(&m.model, LoadOptions { device, kind }).map_err(s)?;
+    let mut llava = Llava::load(&m.model, opts).map_err(s)?;
     llava
         .add_lora(&mllm::lora::LoraConfig { r: m.lora_r, alpha: m.lora_alpha, dropout: m.lora_dropout, ..Default::default() }, seed)
         .map_err(s)?;
@@ -200,6 +220,13 @@ fn llava_policy(m: &ModelArgs, seed: u64) -> Result<mllm::preference::LlavaPrefe
     .map_err(s)?;
     let mut policy = mllm::preference::LlavaPreference::new(llava, tokenizer, images);
     policy.max_len = m.max_len;
+    policy.grad_checkpoint = if m.no_grad_checkpoint { false } else { m.grad_checkpoint || opts.device.is_cuda() };
+    eprintln!(
+        "amp: model on {:?} in {:?}; gradient checkpointing {}",
+        opts.device,
+        opts.kind,
+        if policy.grad_checkpoint { "on" } else { "off" }
+    );
     Ok(policy)
 }
 
@@ -257,11 +284,17 @@ struct RuleJudgeArgs {
     concurrency: usize,
 }
 
-fn expert(spec: &str) -> Result<Box<dyn SentenceEmbedder>, String> {
+fn expert(spec: &str, device: &amp::model_args::DeviceArgs) -> Result<Box<dyn SentenceEmbedder>, String> {
+    if let Some(d) = &device.dtype {
+        if device.kind().map_err(|e| e.to_string())? != tch::Kind::Float {
+            return Err(format!("--dtype {d}: the auto-check's text experts run in f32"));
+        }
+    }
+    let dev = device.device().map_err(|e| e.to_string())?;
     match spec.split_once(':') {
-        None if spec == "minilm" => Ok(Box::new(BertEmbedder::minilm().map_err(|e| e.to_string())?)),
-        Some(("bert", dir)) => Ok(Box::new(BertEmbedder::load(dir.as_ref()).map_err(|e| e.to_string())?)),
-        Some(("clip", dir)) => Ok(Box::new(ClipTextEmbedder::load(dir.as_ref()).map_err(|e| e.to_string())?)),
+        None if spec == "minilm" => Ok(Box::new(BertEmbedder::minilm_on(dev).map_err(|e| e.to_string())?)),
+        Some(("bert", dir)) => Ok(Box::new(BertEmbedder::load_on(dir.as_ref(), dev).map_err(|e| e.to_string())?)),
+        Some(("clip", dir)) => Ok(Box::new(ClipTextEmbedder::load_on(dir.as_ref(), dev).map_err(|e| e.to_string())?)),
         _ => Err(format!("expert {spec:?}: expected `minilm`, `bert:DIR` or `clip:DIR`")),
     }
 }
@@ -289,7 +322,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 if !g.args.server_experts.is_empty() {
                     return Err("use either --local-expert or --server-expert in one run (their relative order would be ambiguous)".into());
                 }
-                let pool = g.local_experts.iter().map(|e| local_expert(e, &g.args.decoding)).collect::<Result<Vec<_>, _>>()?;
+                let pool = g.local_experts.iter().map(|e| local_expert(e, &g)).collect::<Result<Vec<_>, _>>()?;
                 amp_data::cli::run_generate_with(&g.args, pool).map_err(|e| s(&e))?;
             }
         }
@@ -297,8 +330,8 @@ fn run(cli: Cli) -> Result<(), String> {
             if c.args.skip_check {
                 amp_data::cli::run_check(&c.args).map_err(|e| s(&e))?;
             } else {
-                let local = expert(&c.local_expert)?;
-                let global = if c.global_expert == c.local_expert { None } else { Some(expert(&c.global_expert)?) };
+                let local = expert(&c.local_expert, &c.device)?;
+                let global = if c.global_expert == c.local_expert { None } else { Some(expert(&c.global_expert, &c.device)?) };
                 let global: &dyn SentenceEmbedder = global.as_deref().unwrap_or(local.as_ref());
                 amp_data::cli::run_check_with(&c.args, local.as_ref(), global).map_err(|e| s(&e))?;
             }
@@ -334,7 +367,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let name = a.name.clone().unwrap_or_else(|| {
                 a.model.file_name().and_then(|n| n.to_str()).unwrap_or("llava").to_string()
             });
-            let chat = CheckpointChat::load(name, &a.model, generation_config(&a.decoding, a.no_repeat_ngram_size))
+            let opts = a.device.load_options().map_err(|e| s(&e))?;
+            let chat = CheckpointChat::load_with(name, &a.model, generation_config(&a.decoding, a.no_repeat_ngram_size), opts, &a.adapter)
                 .map_err(|e| s(&e))?;
             mrhal_bench::cli::run_answer_with(&a.data, a.images.as_deref(), &a.out, &LlavaChat::new(chat)).map_err(|e| s(&e))?;
         }
