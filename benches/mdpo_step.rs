@@ -12,7 +12,16 @@
 //! ```text
 //! cargo bench --bench mdpo_step                 # both model sizes, CPU (or CUDA if present)
 //! MDPO_BENCH_STEPS=20 cargo bench --bench mdpo_step
+//! cargo bench --bench mdpo_step -- llava        # LLaVA-1.5 sequence shapes only (see below)
 //! ```
+//!
+//! `llava`: LLaVA-1.5's sequence shapes (336 px / patch 14 = 576 image tokens, a ~60-character
+//! question, K = 4 answers of 100, 200 or 300 tokens; narrow widths so it fits a CPU) comparing
+//! our step (shared image + shared prefix + cached reference) with the authors' method (one
+//! B·K-row concatenated forward, image encoded per row, the reference model run every step),
+//! beside the bound that token counts allow: the authors run K·(P + A) tokens forward and
+//! backward plus the same again forward for the reference, we run P + K·A forward and backward;
+//! with backward ≈ 2 forwards the bound is 4K(P + A) / 3(P + KA).
 //! Results are recorded in crates/mdpo/BENCHMARKS.md.
 use mdpo::{MdpoConfig, PreferenceExample, Reference, Trainer, Turn};
 use mllm::config::LlavaConfig;
@@ -50,7 +59,7 @@ fn model(cfg: &LlavaConfig, share: bool, prefix: bool, device: Device, lora: boo
     m.share_prefix = prefix;
     if lora {
         let lcfg = mllm::lora::LoraConfig { dropout: 0.0, ..Default::default() };
-        m.model.add_lora(&lcfg).expect("lora");
+        m.model.add_lora(&lcfg, 0).expect("lora");
     }
     m
 }
@@ -93,12 +102,102 @@ fn run(cfg: &LlavaConfig, data: &[PreferenceExample], share: bool, prefix: bool,
     (n as f64 / t.elapsed().as_secs_f64(), setup)
 }
 
+/// LLaVA-1.5-shaped examples: a `<image>` question of ~60 characters and K answers of
+/// `answer_len` bytes (the byte-level tokenizer: one token each).
+fn llava_examples(dir: &Path, n: usize, answer_len: usize) -> Vec<PreferenceExample> {
+    (0..n)
+        .map(|i| {
+            let path = dir.join(format!("llava{i}.png"));
+            image::RgbImage::from_fn(336, 336, |x, y| image::Rgb([(x + i as u32) as u8, y as u8, ((x ^ y) & 255) as u8]))
+                .save(&path)
+                .expect("write png");
+            let prompt = format!("<image>\nWhat is unusual about this picture, number {i:02}? Explain briefly.");
+            let responses = (0..K)
+                .map(|l| {
+                    let words = ["red", "blue", "green", "grey", "small", "large", "near", "far"];
+                    let mut a = String::new();
+                    let mut w = l + i;
+                    while a.len() < answer_len {
+                        a.push_str(words[w % words.len()]);
+                        a.push(' ');
+                        w += l + 1;
+                    }
+                    a.truncate(answer_len);
+                    vec![Turn { from: "human".into(), value: prompt.clone() }, Turn { from: "gpt".into(), value: a }]
+                })
+                .collect();
+            PreferenceExample { id: i.to_string(), image: Some(path), responses }
+        })
+        .collect()
+}
+
+/// Seconds per optimizer step (batch 2) of a trainer after 1 warmup step.
+fn step_seconds(cfg: &LlavaConfig, data: &[PreferenceExample], ours: bool, steps: usize, device: Device) -> f64 {
+    let out = tempfile::tempdir().expect("tempdir");
+    let config = MdpoConfig {
+        levels: K,
+        batch_size: 2,
+        max_steps: Some(steps + 1),
+        precompute_reference: ours,
+        save_every: 0,
+        plots: false,
+        output_dir: out.path().to_path_buf(),
+        ..MdpoConfig::default()
+    };
+    let mut trainer =
+        Trainer::new(model(cfg, ours, ours, device, true), Reference::Model(model(cfg, ours, ours, device, false)), data.to_vec(), config)
+            .expect("trainer");
+    trainer.step().expect("warmup step");
+    let t = Instant::now();
+    for _ in 0..steps {
+        trainer.step().expect("step");
+    }
+    if device.is_cuda() {
+        tch::Cuda::synchronize(0);
+    }
+    t.elapsed().as_secs_f64() / steps as f64
+}
+
+fn llava_shapes(steps: usize, device: Device) {
+    use mdpo::PreferenceModel;
+    let mut cfg = LlavaConfig::small(128, 2, 260, 336);
+    cfg.vision.num_hidden_layers = 2;
+    let dir = tempfile::tempdir().expect("tempdir");
+    println!("LLaVA-1.5 sequence shapes (576 image tokens), text 128x2, vision 32x2; K = {K}, batch 2; {steps} steps after 1 warmup; device {device:?}");
+    println!("answer | prefix P | answer A | authors s/step | ours s/step | speed-up | token bound | % of bound");
+    for answer_len in [100, 200, 300] {
+        let data = llava_examples(dir.path(), 2 * (steps + 1), answer_len);
+        // P: the shared prefix (system prompt, image tokens, question, the assistant tag), A: the rest
+        let m = model(&cfg, true, true, device, false);
+        let b = m.encode(&data[..1]).expect("encode");
+        let ids: Vec<i64> = Vec::<i64>::try_from(b.ids.flatten(0, -1)).expect("ids");
+        let valid: Vec<i64> = Vec::<i64>::try_from(b.key_valid.flatten(0, -1)).expect("valid");
+        let t = b.ids.size()[1] as usize;
+        let len: Vec<usize> = (0..K).map(|r| valid[r * t..(r + 1) * t].iter().sum::<i64>() as usize).collect();
+        let p = (0..len[0]).take_while(|&j| (1..K).all(|r| ids[r * t + j] == ids[j])).count() as f64;
+        let a = len.iter().map(|&l| l as f64 - p).sum::<f64>() / K as f64;
+        let k = K as f64;
+        let bound = 4.0 * k * (p + a) / (3.0 * (p + k * a));
+        let authors = step_seconds(&cfg, &data, false, steps, device);
+        let ours = step_seconds(&cfg, &data, true, steps, device);
+        let speedup = authors / ours;
+        println!(
+            "{answer_len:6} | {p:8.0} | {a:8.1} | {authors:14.3} | {ours:11.3} | {speedup:7.2}x | {bound:10.2}x | {:9.0}%",
+            100.0 * speedup / bound
+        );
+    }
+}
+
 fn main() {
     let steps: usize = std::env::var("MDPO_BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
     if let Some(n) = std::env::var("MDPO_BENCH_THREADS").ok().and_then(|s| s.parse().ok()) {
         tch::set_num_threads(n);
     }
     let device = Device::cuda_if_available();
+    if std::env::args().skip(1).any(|a| a == "llava") {
+        llava_shapes(steps.min(4), device);
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let data = examples(dir.path(), 16);
     let tiny = LlavaConfig::tiny();

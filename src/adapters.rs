@@ -347,7 +347,20 @@ pub struct CheckpointChat {
 impl CheckpointChat {
     /// Loads `dir` on the CPU (f32) with the given decoding settings.
     pub fn load(name: impl Into<String>, dir: &Path, config: mllm::generation::GenerationConfig) -> Result<Self, mllm::MllmError> {
-        let llava = mllm::llava::Llava::load(dir, mllm::llava::LoadOptions::default())?;
+        Self::load_with(name, dir, config, mllm::llava::LoadOptions::default(), &crate::model_args::AdapterArgs::default())
+    }
+
+    /// Loads `dir` on `opts`' device and dtype, with `adapter`'s LoRA (if any) applied unmerged
+    /// or merged; the adapter and whether it is merged are recorded in [`ChatModel::decoding`].
+    pub fn load_with(
+        name: impl Into<String>,
+        dir: &Path,
+        config: mllm::generation::GenerationConfig,
+        opts: mllm::llava::LoadOptions,
+        adapter: &crate::model_args::AdapterArgs,
+    ) -> Result<Self, mllm::MllmError> {
+        let mut llava = mllm::llava::Llava::load(dir, opts)?;
+        adapter.apply(&mut llava)?;
         let tokenizer = mllm::conversation::ChatTokenizer::from_model_dir(dir, &llava.cfg)?;
         let images =
             mllm::image_processor::ImageProcessor::from_dir(dir, llava.cfg.vision.image_size as u32, llava.cfg.image_aspect_ratio)?;
@@ -357,6 +370,9 @@ impl CheckpointChat {
             "repetition_penalty": config.repetition_penalty,
             "no_repeat_ngram_size": config.no_repeat_ngram_size,
             "checkpoint": dir.display().to_string(),
+            "adapter": adapter.adapter.as_ref().map(|a| a.display().to_string()),
+            "merge_adapter": adapter.merge_adapter,
+            "dtype": format!("{:?}", opts.kind),
         });
         Ok(Self { name: name.into(), llava, tokenizer, images, config, decoding })
     }
@@ -369,17 +385,18 @@ impl CheckpointChat {
     }
 }
 
-/// A LLaVA checkpoint with fresh LoRA adapters as an `mdpo` policy (tokenizer and image processor
-/// from the same directory).
+/// A LLaVA checkpoint with fresh LoRA adapters (initialised from `seed`) as an `mdpo` policy
+/// (tokenizer and image processor from the same directory).
 pub fn llava_preference(
     dir: &Path,
     lora: &mllm::lora::LoraConfig,
     device: tch::Device,
     kind: tch::Kind,
+    seed: u64,
 ) -> Result<mllm::preference::LlavaPreference, mllm::MllmError> {
     use mllm::llava::{Llava, LoadOptions};
     let mut llava = Llava::load(dir, LoadOptions { device, kind })?;
-    llava.add_lora(lora)?;
+    llava.add_lora(lora, seed)?;
     let tokenizer = mllm::conversation::ChatTokenizer::from_model_dir(dir, &llava.cfg)?;
     let images = mllm::image_processor::ImageProcessor::from_dir(dir, llava.cfg.vision.image_size as u32, llava.cfg.image_aspect_ratio)?;
     Ok(mllm::preference::LlavaPreference::new(llava, tokenizer, images))

@@ -95,9 +95,9 @@ impl LoraFineTuner {
     fn train(&self, subset: &[InstructionRecord], stage: usize, dir: &Path) -> Result<(), amp_data::BoxError> {
         let s = &self.settings;
         let lora = mllm::lora::LoraConfig { r: s.lora_r, alpha: s.lora_alpha, dropout: 0.0, ..Default::default() };
-        // The adapters' initialisation draws from libtorch's generator: seed it per stage.
+        // Dropout draws from libtorch's generator and the adapters from the workspace PRNG: seed both per stage.
         tch::manual_seed((s.seed + stage as u64) as i64);
-        let mut policy = crate::adapters::llava_preference(&self.base, &lora, tch::Device::Cpu, tch::Kind::Float)?;
+        let mut policy = crate::adapters::llava_preference(&self.base, &lora, tch::Device::Cpu, tch::Kind::Float, s.seed.wrapping_add(stage as u64))?;
         policy.max_len = s.max_len;
         let examples: Vec<mdpo::PreferenceExample> = subset
             .iter()

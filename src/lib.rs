@@ -13,6 +13,7 @@
 
 pub mod adapters;
 pub mod ig;
+pub mod model_args;
 pub mod pipeline;
 
 pub use amp_chat;

@@ -79,6 +79,11 @@ struct GenerateCmd {
     local_experts: Vec<String>,
     #[command(flatten)]
     ig: amp_data::cli::IgArgs,
+    #[command(flatten)]
+    device: amp::model_args::DeviceArgs,
+    /// With a single `--local-expert`: a LoRA adapter to apply to it.
+    #[command(flatten)]
+    adapter: amp::model_args::AdapterArgs,
 }
 
 /// The decoding flags as mllm's generation config: beams > 1 means beam search (the paper's
@@ -101,12 +106,17 @@ fn generation_config(d: &amp_data::cli::DecodingArgs, no_repeat_ngram_size: usiz
     }
 }
 
-fn local_expert(spec: &str, d: &amp_data::cli::DecodingArgs) -> anyhow::Result<amp_data::Expert> {
+fn local_expert(spec: &str, g: &GenerateCmd) -> anyhow::Result<amp_data::Expert> {
     let (name, dir) = spec
         .split_once('=')
         .filter(|(n, d)| !n.is_empty() && !d.is_empty())
         .ok_or_else(|| anyhow!("--local-expert {spec:?}: expected NAME=DIR"))?;
-    let chat = CheckpointChat::load(name, dir.as_ref(), generation_config(d, 0)).with_context(|| format!("--local-expert {name}"))?;
+    if g.adapter.adapter.is_some() && g.local_experts.len() != 1 {
+        bail!("--adapter applies to a single --local-expert; give one expert per run");
+    }
+    let opts = g.device.load_options()?;
+    let chat = CheckpointChat::load_with(name, dir.as_ref(), generation_config(&g.args.decoding, 0), opts, &g.adapter)
+        .with_context(|| format!("--local-expert {name}"))?;
     Ok(amp_data::Expert { name: name.to_string(), generator: std::sync::Arc::new(LlavaChat::new(chat)) })
 }
 
@@ -132,6 +142,10 @@ struct AnswerLocalArgs {
     /// MRHal-Bench's protocol uses 5.
     #[arg(long, default_value_t = 5)]
     no_repeat_ngram_size: usize,
+    #[command(flatten)]
+    device: amp::model_args::DeviceArgs,
+    #[command(flatten)]
+    adapter: amp::model_args::AdapterArgs,
 }
 
 #[derive(clap::Args)]
@@ -146,6 +160,10 @@ struct CheckCmd {
     /// The sentence (global) expert, same syntax.
     #[arg(long, default_value = "minilm")]
     global_expert: String,
+    /// The text experts' device (they always compute in f32: the auto-check compares their
+    /// cosine scores, and they are small; `--dtype` other than f32 is refused).
+    #[command(flatten)]
+    device: amp::model_args::DeviceArgs,
 }
 
 /// The model flags shared by `train` and `sft`.
@@ -165,9 +183,16 @@ struct ModelArgs {
     /// Truncate encoded conversations to this many tokens (never inside the image span).
     #[arg(long)]
     max_len: Option<usize>,
-    /// `cpu` or `cuda` (bf16 on CUDA).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: amp::model_args::DeviceArgs,
+    /// Gradient checkpointing: recompute each decoder (and trained vision) layer in the backward
+    /// pass instead of keeping its activations (exact gradients, about one more forward).
+    /// Default: on for CUDA, off on the CPU.
+    #[arg(long, overrides_with = "no_grad_checkpoint")]
+    grad_checkpoint: bool,
+    /// Turn gradient checkpointing off.
+    #[arg(long)]
+    no_grad_checkpoint: bool,
 }
 
 #[derive(clap::Args)]
@@ -187,18 +212,12 @@ struct SftCmd {
 }
 
 /// Loads the LLaVA checkpoint with fresh LoRA adapters, ready for `mdpo`.
-fn llava_policy(m: &ModelArgs) -> anyhow::Result<mllm::preference::LlavaPreference> {
-    use mllm::llava::{Llava, LoadOptions};
-    let (device, kind) = match m.device.as_str() {
-        "cpu" => (tch::Device::Cpu, tch::Kind::Float),
-        "cuda" if tch::Cuda::is_available() => (tch::Device::Cuda(0), tch::Kind::BFloat16),
-        "cuda" => bail!("--device cuda: no CUDA device is available"),
-        other => bail!("--device {other:?}: expected cpu or cuda"),
-    };
-    let mut llava = Llava::load(&m.model, LoadOptions { device, kind }).with_context(|| format!("--model {}", m.model.display()))?;
-    llava
-        .add_lora(&mllm::lora::LoraConfig { r: m.lora_r, alpha: m.lora_alpha, dropout: m.lora_dropout, ..Default::default() })
-        ?;
+/// `seed` (the run's) fixes the adapters' initial values: same seed, same adapter bytes.
+fn llava_policy(m: &ModelArgs, seed: u64) -> anyhow::Result<mllm::preference::LlavaPreference> {
+    use mllm::llava::Llava;
+    let opts = m.device.load_options()?;
+    let mut llava = Llava::load(&m.model, opts).with_context(|| format!("--model {}", m.model.display()))?;
+    llava.add_lora(&mllm::lora::LoraConfig { r: m.lora_r, alpha: m.lora_alpha, dropout: m.lora_dropout, ..Default::default() }, seed)?;
     let tokenizer = mllm::conversation::ChatTokenizer::from_model_dir(&m.model, &llava.cfg)?;
     let images = mllm::image_processor::ImageProcessor::from_dir(
         &m.model,
@@ -208,6 +227,13 @@ fn llava_policy(m: &ModelArgs) -> anyhow::Result<mllm::preference::LlavaPreferen
     ?;
     let mut policy = mllm::preference::LlavaPreference::new(llava, tokenizer, images);
     policy.max_len = m.max_len;
+    policy.grad_checkpoint = if m.no_grad_checkpoint { false } else { m.grad_checkpoint || opts.device.is_cuda() };
+    eprintln!(
+        "amp: model on {:?} in {:?}; gradient checkpointing {}",
+        opts.device,
+        opts.kind,
+        if policy.grad_checkpoint { "on" } else { "off" }
+    );
     Ok(policy)
 }
 
@@ -229,7 +255,7 @@ fn train_command(model: &ModelArgs, job: mdpo::Result<mdpo::cli::Job>) -> anyhow
     let job = job?;
     let (name, out) = (job.name(), job.config.output_dir.clone());
     let _lock = lock_dir(&out)?;
-    let policy = llava_policy(model)?;
+    let policy = llava_policy(model, job.config.seed)?;
     let (summary, policy) = job.run(policy, mdpo::Reference::PolicyWithoutAdapters)?;
     print_summary(name, &summary);
     save_adapter(&policy, &out)
@@ -277,11 +303,17 @@ struct RuleJudgeArgs {
     concurrency: usize,
 }
 
-fn expert(spec: &str) -> anyhow::Result<Box<dyn SentenceEmbedder>> {
+fn expert(spec: &str, device: &amp::model_args::DeviceArgs) -> anyhow::Result<Box<dyn SentenceEmbedder>> {
+    if let Some(d) = &device.dtype {
+        if device.kind()? != tch::Kind::Float {
+            bail!("--dtype {d}: the auto-check's text experts run in f32");
+        }
+    }
+    let dev = device.device()?;
     match spec.split_once(':') {
-        None if spec == "minilm" => Ok(Box::new(BertEmbedder::minilm()?)),
-        Some(("bert", dir)) => Ok(Box::new(BertEmbedder::load(dir.as_ref())?)),
-        Some(("clip", dir)) => Ok(Box::new(ClipTextEmbedder::load(dir.as_ref())?)),
+        None if spec == "minilm" => Ok(Box::new(BertEmbedder::minilm_on(dev)?)),
+        Some(("bert", dir)) => Ok(Box::new(BertEmbedder::load_on(dir.as_ref(), dev)?)),
+        Some(("clip", dir)) => Ok(Box::new(ClipTextEmbedder::load_on(dir.as_ref(), dev)?)),
         _ => Err(anyhow!("expert {spec:?}: expected `minilm`, `bert:DIR` or `clip:DIR`")),
     }
 }
@@ -349,7 +381,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if !g.args.server_experts.is_empty() {
                     bail!("use either --local-expert or --server-expert in one run (their relative order would be ambiguous)");
                 }
-                let pool = g.local_experts.iter().map(|e| local_expert(e, &g.args.decoding)).collect::<Result<Vec<_>, _>>()?;
+                let pool = g.local_experts.iter().map(|e| local_expert(e, &g)).collect::<Result<Vec<_>, _>>()?;
                 amp_data::cli::run_generate_with(&g.args, pool)?;
             }
         }
@@ -358,8 +390,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if c.args.skip_check || c.args.generated.is_empty() {
                 amp_data::cli::run_check(&c.args)?;
             } else {
-                let local = expert(&c.local_expert).context("--local-expert")?;
-                let global = if c.global_expert == c.local_expert { None } else { Some(expert(&c.global_expert).context("--global-expert")?) };
+                let local = expert(&c.local_expert, &c.device).context("--local-expert")?;
+                let global = if c.global_expert == c.local_expert { None } else { Some(expert(&c.global_expert, &c.device).context("--global-expert")?) };
                 let global: &dyn SentenceEmbedder = global.as_deref().unwrap_or(local.as_ref());
                 amp_data::cli::run_check_with(&c.args, local.as_ref(), global)?;
             }
@@ -377,10 +409,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let name = a.name.clone().unwrap_or_else(|| {
                 a.model.file_name().and_then(|n| n.to_str()).unwrap_or("llava").to_string()
             });
-            let chat = CheckpointChat::load(name, &a.model, generation_config(&a.decoding, a.no_repeat_ngram_size))
-                ?;
-            let r = mrhal_bench::cli::run_answer_with(&a.data, a.images.as_deref(), &a.out, &LlavaChat::new(chat))
-                ?;
+            let opts = a.device.load_options()?;
+            let chat = CheckpointChat::load_with(name, &a.model, generation_config(&a.decoding, a.no_repeat_ngram_size), opts, &a.adapter)?;
+            let r = mrhal_bench::cli::run_answer_with(&a.data, a.images.as_deref(), &a.out, &LlavaChat::new(chat))?;
             incomplete("amp eval answer-local", r.failed.len())?;
         }
         Command::Eval(EvalCmd::Judge(a)) => {

@@ -69,17 +69,24 @@ fn dir_name(dir: &Path, fallback: &str) -> String {
 impl BertEmbedder {
     /// Loads a model directory (see [`mllm::BertEncoder::load`]) on the CPU.
     pub fn load(dir: &Path) -> Result<Self, mllm::MllmError> {
-        Ok(Self::new(
-            dir_name(dir, "bert"),
-            mllm::BertEncoder::load(dir, tch::Device::Cpu)?,
-        ))
+        Self::load_on(dir, tch::Device::Cpu)
+    }
+
+    /// [`Self::load`] on `device`.
+    pub fn load_on(dir: &Path, device: tch::Device) -> Result<Self, mllm::MllmError> {
+        Ok(Self::new(dir_name(dir, "bert"), mllm::BertEncoder::load(dir, device)?))
     }
 
     /// The real all-MiniLM-L6-v2 ([`mllm::minilm_dir`]), or an error saying where it was looked for.
     pub fn minilm() -> Result<Self, AmpDataError> {
+        Self::minilm_on(tch::Device::Cpu)
+    }
+
+    /// [`Self::minilm`] on `device`.
+    pub fn minilm_on(device: tch::Device) -> Result<Self, AmpDataError> {
         let dir = mllm::minilm_dir()
             .ok_or_else(|| AmpDataError::embedding("all-MiniLM-L6-v2", mllm::bert::minilm_not_found()))?;
-        let enc = mllm::BertEncoder::load(&dir, tch::Device::Cpu).map_err(|e| {
+        let enc = mllm::BertEncoder::load(&dir, device).map_err(|e| {
             AmpDataError::embedding(format!("all-MiniLM-L6-v2 ({})", dir.display()), e)
         })?;
         Ok(Self::new("all-MiniLM-L6-v2", enc))
@@ -89,10 +96,12 @@ impl BertEmbedder {
 impl ClipTextEmbedder {
     /// Loads a CLIP directory (see [`mllm::ClipTextEncoder::load`]) on the CPU.
     pub fn load(dir: &Path) -> Result<Self, mllm::MllmError> {
-        Ok(Self::new(
-            dir_name(dir, "clip-text"),
-            mllm::ClipTextEncoder::load(dir, tch::Device::Cpu)?,
-        ))
+        Self::load_on(dir, tch::Device::Cpu)
+    }
+
+    /// [`Self::load`] on `device`.
+    pub fn load_on(dir: &Path, device: tch::Device) -> Result<Self, mllm::MllmError> {
+        Ok(Self::new(dir_name(dir, "clip-text"), mllm::ClipTextEncoder::load(dir, device)?))
     }
 }
 

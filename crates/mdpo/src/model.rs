@@ -48,6 +48,26 @@ pub trait PreferenceModel {
         train: bool,
     ) -> Result<ResponseLogps, Self::Error>;
 
+    /// Back-propagate the surrogate `Σ grad ⊙ sum` of the levels in `levels` (`grad`: `[levels.len(),
+    /// B]`, typically `∂L/∂sum` from a loss evaluated on detached sums), accumulating the
+    /// gradients of the trainable variables: by the chain rule exactly the gradients of the loss.
+    /// The default runs [`Self::response_logps`] with a graph and calls `backward` once; a model
+    /// with gradient checkpointing overrides it to recompute its activations layer by layer
+    /// (and says so in [`Self::recomputes_activations`]).
+    fn backward_logps(&self, batch: &Self::Batch, levels: Range<usize>, train: bool, grad: &Tensor) -> Result<(), Self::Error> {
+        let lp = self.response_logps(batch, levels, train)?;
+        let kind = grad.kind();
+        (lp.sum.to_kind(kind) * grad).sum(kind).backward();
+        Ok(())
+    }
+
+    /// Whether [`Self::backward_logps`] recomputes activations (gradient checkpointing). The
+    /// trainer then always takes its two-pass path (values without a graph, then
+    /// `backward_logps`), since a single `backward` over one graph could not free anything.
+    fn recomputes_activations(&self) -> bool {
+        false
+    }
+
     /// The variables the optimizer updates (for LoRA: the adapter weights only).
     fn trainable_vars(&self) -> &nn::VarStore;
 

@@ -48,13 +48,19 @@ impl ClipAttention {
     /// `xs`: `[B, T, D]`; `attn_mask`: an additive float mask broadcastable to `[B, H, T, T]`
     /// (`0` = attend, `-inf`/large negative = masked), e.g. the causal mask of the text tower.
     pub fn forward(&self, xs: &Tensor, attn_mask: Option<&Tensor>) -> Tensor {
+        self.attend(xs, attn_mask, false)
+    }
+
+    /// [`Self::forward`] with an optional additive mask or, with `causal`, SDPA's `is_causal`
+    /// (no mask tensor: the fused kernels stay eligible).
+    pub fn attend(&self, xs: &Tensor, attn_mask: Option<&Tensor>, causal: bool) -> Tensor {
         let (b, t, d) = xs.size3().expect("[B, T, D]");
         let shape = |x: Tensor| x.view([b, t, self.num_heads, self.head_dim]).transpose(1, 2);
         let q = shape(self.q_proj.forward(xs));
         let k = shape(self.k_proj.forward(xs));
         let v = shape(self.v_proj.forward(xs));
         let mask = attn_mask.map(|m| m.to_kind(q.kind()));
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0., false, None, false);
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), 0., causal && mask.is_none(), None, false);
         self.out_proj.forward(&y.transpose(1, 2).reshape([b, t, d]))
     }
 
@@ -104,7 +110,12 @@ impl ClipEncoderLayer {
         }
     }
     pub fn forward(&self, xs: &Tensor, attn_mask: Option<&Tensor>) -> Tensor {
-        let h = xs + self.self_attn.forward(&self.layer_norm1.forward(xs), attn_mask);
+        self.forward_causal(xs, attn_mask, false)
+    }
+
+    /// [`Self::forward`]; `causal` = plain causal self-attention without a mask tensor.
+    pub fn forward_causal(&self, xs: &Tensor, attn_mask: Option<&Tensor>, causal: bool) -> Tensor {
+        let h = xs + self.self_attn.attend(&self.layer_norm1.forward(xs), attn_mask, causal);
         &h + self.mlp.forward(&self.layer_norm2.forward(&h))
     }
 }
@@ -124,6 +135,12 @@ impl ClipEncoder {
     /// Output of the last layer.
     pub fn forward(&self, xs: &Tensor, attn_mask: Option<&Tensor>) -> Tensor {
         self.layers.iter().fold(xs.shallow_clone(), |h, l| l.forward(&h, attn_mask))
+    }
+
+    /// Output of the last layer under plain causal attention (CLIP's text tower): SDPA's
+    /// `is_causal`, equal to the additive `-inf` upper-triangular mask.
+    pub fn forward_causal(&self, xs: &Tensor) -> Tensor {
+        self.layers.iter().fold(xs.shallow_clone(), |h, l| l.forward_causal(&h, None, true))
     }
 
     /// HF `hidden_states`: `[input, after layer 1, …, after layer n]`, running only the first

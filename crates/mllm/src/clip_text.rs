@@ -207,8 +207,7 @@ impl ClipTextModel {
         let t = input_ids.size()[1];
         let x = Tensor::embedding(&self.token_embedding, input_ids, -1, false, false)
             + self.position_embedding.narrow(0, 0, t).unsqueeze(0);
-        let causal = Tensor::full([t, t], f64::NEG_INFINITY, (Kind::Float, x.device())).triu(1);
-        let h = self.encoder.forward(&x, Some(&causal.view([1, 1, t, t])));
+        let h = self.encoder.forward_causal(&x);
         self.final_layer_norm.forward(&h)
     }
 

@@ -69,16 +69,39 @@ impl ClipVisionTransformer {
     /// first layer, negative counts from the end), with the CLS token dropped for
     /// [`SelectFeature::Patch`]. Only the layers needed are run.
     pub fn features(&self, pixel_values: &Tensor, select_layer: i64, select: SelectFeature) -> Tensor {
+        let idx = self.feature_depth(select_layer);
+        let h = self.encoder_input(pixel_values);
+        let hs = self.encoder.hidden_states(&h, None, idx);
+        Self::select_feature(&hs.into_iter().last().expect("non-empty"), select)
+    }
+
+    /// How many encoder layers LLaVA's `select_layer` runs (HF `hidden_states` indexing).
+    pub fn feature_depth(&self, select_layer: i64) -> usize {
         let n_layers = self.encoder.layers.len() as i64;
         let idx = if select_layer < 0 { n_layers + 1 + select_layer } else { select_layer };
         assert!((0..=n_layers).contains(&idx), "select_layer {select_layer} out of range for {n_layers} layers");
-        let h = self.pre_layrnorm.forward(&self.embeddings.forward(pixel_values));
-        let hs = self.encoder.hidden_states(&h, None, idx as usize);
-        let f = hs.into_iter().last().expect("non-empty");
+        idx as usize
+    }
+
+    /// The first encoder layer's input: `pre_layrnorm(embeddings(pixel_values))`.
+    pub fn encoder_input(&self, pixel_values: &Tensor) -> Tensor {
+        self.pre_layrnorm.forward(&self.embeddings.forward(pixel_values))
+    }
+
+    /// LLaVA's feature selection on a layer's output `[N, 1 + patches, D]`.
+    pub fn select_feature(f: &Tensor, select: SelectFeature) -> Tensor {
         match select {
             SelectFeature::Patch => f.narrow(1, 1, f.size()[1] - 1),
-            SelectFeature::ClsPatch => f,
+            SelectFeature::ClsPatch => f.shallow_clone(),
         }
+    }
+
+    /// Whether any encoder layer carries a LoRA adapter (the tower is trained).
+    pub fn has_lora(&self) -> bool {
+        self.encoder.layers.iter().any(|l| {
+            let a = &l.self_attn;
+            [&a.q_proj, &a.k_proj, &a.v_proj, &a.out_proj, &l.mlp.fc1, &l.mlp.fc2].iter().any(|x| x.lora().is_some())
+        })
     }
 
     /// HF `pooler_output`: the post-LayerNormed CLS token of the last layer.

@@ -18,6 +18,7 @@
 //! * [`generation`] — greedy / sampling / beam search, penalties, stop strings, batches, chat.
 //! * [`preference`] — `mdpo::PreferenceModel` for LLaVA (image features shared across the K
 //!   responses of an example).
+//! * [`recompute`] — gradient checkpointing (activation recomputation) for a chain of layers.
 //! * `bert`, `clip_text` — text experts (sentence embeddings, CLIP text tower), both behind the
 //!   one [`text_encoder::TextEncoder`] wrapper.
 
@@ -37,6 +38,7 @@ pub mod lora;
 pub mod llava;
 pub mod llama;
 pub mod preference;
+pub mod recompute;
 pub mod linear;
 pub mod text_encoder;
 

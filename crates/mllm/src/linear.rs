@@ -108,14 +108,19 @@ impl Linear {
     }
 
     /// Forward pass; `train` enables the adapter dropout.
+    ///
+    /// Mixed precision without autocast: the adapter matrices are f32 masters (what the optimizer
+    /// and its f32 moments see) and are cast to the activation dtype here, so a bf16 base runs
+    /// its LoRA GEMMs in bf16 and autograd carries the gradient back through the cast into the
+    /// f32 masters.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let y = xs.linear(&self.weight, self.bias.as_ref());
         match &self.lora {
             Some(l) if l.switch.enabled() => {
                 let x = if train && l.dropout > 0. { xs.dropout(l.dropout, true) } else { xs.shallow_clone() };
-                let x = x.to_kind(l.a.kind());
-                let d = x.linear::<Tensor>(&l.a, None).linear::<Tensor>(&l.b, None) * l.scaling;
-                y + d.to_kind(xs.kind())
+                let k = xs.kind();
+                let (a, b) = if l.a.kind() == k { (l.a.shallow_clone(), l.b.shallow_clone()) } else { (l.a.to_kind(k), l.b.to_kind(k)) };
+                y + x.linear::<Tensor>(&a, None).linear::<Tensor>(&b, None) * l.scaling
             }
             _ => y,
         }

@@ -240,6 +240,58 @@ impl LlamaDecoderLayer {
     }
 }
 
+impl LlamaDecoderLayer {
+    /// The block: `h + attn(norm(h))`, then `+ mlp(norm(·))`; `cache` as in
+    /// [`LlamaAttention::forward`].
+    pub fn forward(
+        &self,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &AttnMask,
+        cache: Option<&mut LayerCache>,
+        train: bool,
+    ) -> Tensor {
+        let a = self.self_attn.forward(&self.input_layernorm.forward(h), cos, sin, mask, cache, train);
+        // (not `+=`: an in-place add would modify the caller's embeddings and break autograd)
+        let h1 = a + h;
+        &h1 + self.mlp.forward_t(&self.post_attention_layernorm.forward(&h1), train)
+    }
+
+    /// One layer of a shared-prefix run (what [`Llama::prefill`], [`KvCache::index_select`] and
+    /// [`Llama::forward_embeds`] with that cache do, for this layer only, without a cache
+    /// object): the prefix rows `h_pre` `[B, P, D]` produce the layer's keys/values, which are
+    /// repeated to the continuation rows by `rep` (`[N]` indices into `0..B`) and attended to by
+    /// `h_cont` `[N, C, D]`. `pre` and `cont` are each `(cos, sin, mask)`. Returns the next
+    /// prefix state (`None` for the `last` layer, whose prefix outputs nothing reads) and the
+    /// next continuation state. Used layer by layer for gradient checkpointing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_prefixed(
+        &self,
+        h_pre: &Tensor,
+        h_cont: &Tensor,
+        pre: (&Tensor, &Tensor, &AttnMask),
+        cont: (&Tensor, &Tensor, &AttnMask),
+        rep: &Tensor,
+        last: bool,
+        train: bool,
+    ) -> (Option<Tensor>, Tensor) {
+        let mut slot = LayerCache::default();
+        let next_pre = if last {
+            let (k, v) = self.self_attn.keys_values(&self.input_layernorm.forward(h_pre), pre.0, pre.1, train);
+            let _ = slot.append(k, v);
+            None
+        } else {
+            Some(self.forward(h_pre, pre.0, pre.1, pre.2, Some(&mut slot), train))
+        };
+        let (k, v) = slot.kv.take().expect("the prefix fills the slot");
+        let i = rep.to_device(k.device());
+        let (k, v) = (k.index_select(0, &i), v.index_select(0, &i));
+        let mut slot = LayerCache { len: k.size()[2], kv: Some((k, v)), capacity: None };
+        (next_pre, self.forward(h_cont, cont.0, cont.1, cont.2, Some(&mut slot), train))
+    }
+}
+
 /// HF `LlamaForCausalLM`; `p` is its root (`language_model` in a LLaVA model).
 #[derive(Debug)]
 pub struct Llama {
@@ -261,6 +313,29 @@ pub enum AttnMask {
     Causal,
     /// No mask (a single new query without padding sees the whole cache).
     None,
+}
+
+/// Whether every key position is a real token (so the batch has no padding).
+fn all_valid(key_valid: &Tensor) -> bool {
+    key_valid.ne(0).all().int64_value(&[]) != 0
+}
+
+impl AttnMask {
+    /// The mask of a forward call over `t` new positions after `past` cached ones:
+    /// [`AttnMask::Causal`] when nothing is cached and no key is padding (SDPA's `is_causal`: no
+    /// mask tensor, so its fused flash / memory-efficient kernels are eligible),
+    /// [`AttnMask::None`] for one new query without padding, else the explicit boolean mask
+    /// ([`attention_mask`]): padded batches and continuations attending to a cached (shared)
+    /// prefix. `is_causal` is never used with a cache: SDPA aligns it top-left, and a
+    /// continuation's queries sit bottom-right of the key span.
+    pub fn for_keys(key_valid: Option<&Tensor>, b: i64, t: i64, past: i64, device: tch::Device) -> Self {
+        let unpadded = key_valid.is_none_or(all_valid);
+        match (unpadded, past, t) {
+            (true, 0, _) => AttnMask::Causal,
+            (true, _, 1) => AttnMask::None,
+            _ => AttnMask::Mask(attention_mask(key_valid, b, t, past, device)),
+        }
+    }
 }
 
 /// Boolean attention mask `[B, 1, T, past + T]` (true = attend): causal, hiding padded keys
@@ -309,7 +384,8 @@ impl Llama {
         Tensor::embedding(&self.embed_tokens, ids, -1, false, false)
     }
 
-    fn rope(&self, position_ids: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+    /// RoPE `(cos, sin)` `[B, 1, T, head_dim]` for `position_ids` `[B, T]`, in `kind`.
+    pub fn rope(&self, position_ids: &Tensor, kind: Kind) -> (Tensor, Tensor) {
         let freqs = position_ids.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
         let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
         (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
@@ -329,19 +405,12 @@ impl Llama {
     ) -> Tensor {
         let (b, t, _) = embeds.size3().expect("[B, T, D]");
         let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
-        let mask = match key_valid {
-            None if past == 0 => AttnMask::Causal,
-            None if t == 1 => AttnMask::None,
-            _ => AttnMask::Mask(attention_mask(key_valid, b, t, past, embeds.device())),
-        };
+        let mask = AttnMask::for_keys(key_valid, b, t, past, embeds.device());
         let (cos, sin) = self.rope(position_ids, embeds.kind());
         let mut h = embeds.shallow_clone();
         for (i, l) in self.layers.iter().enumerate() {
             let slot = cache.as_mut().map(|c| &mut c.layers[i]);
-            let a = l.self_attn.forward(&l.input_layernorm.forward(&h), &cos, &sin, &mask, slot, train);
-            // (not `+=`: an in-place add would modify the caller's embeddings and break autograd)
-            let h1 = a + &h;
-            h = &h1 + l.mlp.forward_t(&l.post_attention_layernorm.forward(&h1), train);
+            h = l.forward(&h, &cos, &sin, &mask, slot, train);
         }
         self.norm.forward(&h)
     }
@@ -353,23 +422,17 @@ impl Llama {
     pub fn prefill(&self, embeds: &Tensor, position_ids: &Tensor, key_valid: Option<&Tensor>, cache: &mut KvCache, train: bool) {
         assert!(cache.is_empty(), "prefill needs an empty cache");
         let (b, t, _) = embeds.size3().expect("[B, T, D]");
-        let mask = match key_valid {
-            None => AttnMask::Causal,
-            Some(_) => AttnMask::Mask(attention_mask(key_valid, b, t, 0, embeds.device())),
-        };
+        let mask = AttnMask::for_keys(key_valid, b, t, 0, embeds.device());
         let (cos, sin) = self.rope(position_ids, embeds.kind());
         let mut h = embeds.shallow_clone();
         let n = self.layers.len();
         for (i, l) in self.layers.iter().enumerate() {
-            let x = l.input_layernorm.forward(&h);
             if i + 1 == n {
-                let (k, v) = l.self_attn.keys_values(&x, &cos, &sin, train);
+                let (k, v) = l.self_attn.keys_values(&l.input_layernorm.forward(&h), &cos, &sin, train);
                 let _ = cache.layers[i].append(k, v);
                 break;
             }
-            let a = l.self_attn.forward(&x, &cos, &sin, &mask, Some(&mut cache.layers[i]), train);
-            let h1 = a + &h;
-            h = &h1 + l.mlp.forward_t(&l.post_attention_layernorm.forward(&h1), train);
+            h = l.forward(&h, &cos, &sin, &mask, Some(&mut cache.layers[i]), train);
         }
     }
 

@@ -89,11 +89,29 @@ fn matches(cfg: &LoraConfig, name: &str) -> bool {
     cfg.target_modules.iter().any(|t| name == t || name.ends_with(&format!(".{t}")))
 }
 
+/// A stable 64-bit key of a module name (FNV-1a), so each adapter's initial values depend only
+/// on the run's seed and the module, not on which other modules are adapted.
+fn name_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// PEFT's `lora_A` initialisation (Kaiming-uniform with `a = sqrt(5)`, i.e. `U(-1/sqrt(in),
+/// 1/sqrt(in))`) drawn from the workspace PRNG keyed by `(seed, module)`, on the CPU in f64 and
+/// stored as f32: the same bytes on every machine and thread count.
+fn lora_a_init(seed: u64, module: &str, r: i64, fan_in: i64) -> Tensor {
+    let bound = 1. / (fan_in as f64).sqrt();
+    let mut rng = amp_io::Rng::keyed(&[seed, name_key(module), 0x10_4A]);
+    let v: Vec<f32> = (0..r * fan_in).map(|_| ((rng.unit() * 2. - 1.) * bound) as f32).collect();
+    Tensor::from_slice(&v).view([r, fan_in])
+}
+
 impl Llava {
-    /// Attach fresh LoRA adapters (A: PEFT's Kaiming-uniform, bound `1/sqrt(in)`; B: zeros, so
-    /// the model starts equal to the base) to every matching linear layer. Adapters are f32 on
-    /// the model's device.
-    pub fn add_lora(&mut self, cfg: &LoraConfig) -> Result<()> {
+    /// Attach fresh LoRA adapters (A: PEFT's Kaiming-uniform, bound `1/sqrt(in)`, drawn from the
+    /// workspace PRNG seeded by `seed` and the module name, so `seed` alone fixes the initial
+    /// adapter bytes; B: zeros, so the model starts equal to the base) to every matching linear
+    /// layer. The adapter masters are f32 on the model's device whatever the model's dtype; the
+    /// forward uses them in the activation dtype ([`crate::linear::Linear::forward_t`]).
+    pub fn add_lora(&mut self, cfg: &LoraConfig, seed: u64) -> Result<()> {
         if cfg.r <= 0 {
             return Err(MllmError::Input(format!("LoRA rank must be positive, got {}", cfg.r)));
         }
@@ -107,8 +125,7 @@ impl Llava {
                 continue;
             }
             let (i, o) = l.dims();
-            let bound = 1. / (i as f64).sqrt();
-            let a = Tensor::empty([cfg.r, i], (Kind::Float, device)).uniform_(-bound, bound);
+            let a = lora_a_init(seed, l.name(), cfg.r, i).to_device(device);
             let b = Tensor::zeros([o, cfg.r], (Kind::Float, device));
             let a = var_at(&vs, &peft_key(l.name(), "A"), a);
             let b = var_at(&vs, &peft_key(l.name(), "B"), b);

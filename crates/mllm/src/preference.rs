@@ -13,6 +13,9 @@ use mdpo::{MdpoError, PreferenceExample, PreferenceModel, ResponseLogps};
 use std::ops::Range;
 use tch::{nn, Kind, Tensor};
 
+mod checkpointed;
+
+
 /// A LLaVA model with its tokenizer and image processor, ready for MDPO.
 pub struct LlavaPreference {
     pub model: Llava,
@@ -26,6 +29,11 @@ pub struct LlavaPreference {
     /// continuations against its (row-expanded) KV cache; exact up to float rounding, gradients
     /// flow through the shared prefix (default `true`).
     pub share_prefix: bool,
+    /// Gradient checkpointing: [`PreferenceModel::backward_logps`] keeps only each decoder layer's
+    /// input (and each vision layer's, when the tower carries adapters) and recomputes the layer
+    /// in the backward pass ([`crate::recompute`]); the gradients equal the plain backward.
+    /// Off by default (`amp train`/`sft` turn it on for CUDA; `--grad-checkpoint`).
+    pub grad_checkpoint: bool,
 }
 
 /// An encoded batch: `B·K` right-padded rows (row `b·K + k` = level k of example b).
@@ -48,7 +56,7 @@ pub struct LlavaBatch {
 impl LlavaPreference {
     /// Wrap a model; `share_image_encoding` on, no truncation.
     pub fn new(model: Llava, tokenizer: ChatTokenizer, images: ImageProcessor) -> Self {
-        Self { model, tokenizer, images, max_len: None, share_image_encoding: true, share_prefix: true }
+        Self { model, tokenizer, images, max_len: None, share_image_encoding: true, share_prefix: true, grad_checkpoint: false }
     }
 
     fn turns(ex: &PreferenceExample, k: usize) -> Result<Vec<String>, MllmError> {
@@ -143,50 +151,40 @@ impl PreferenceModel for LlavaPreference {
     }
 
     fn response_logps(&self, batch: &LlavaBatch, levels: Range<usize>, train: bool) -> Result<ResponseLogps, MllmError> {
-        if levels.end > batch.k || levels.is_empty() {
-            return Err(MllmError::Input(format!("levels {levels:?} outside 0..{}", batch.k)));
-        }
-        let dev = self.model.device();
-        let rows: Vec<i64> = levels.clone().flat_map(|l| (0..batch.b).map(move |b| (b * batch.k + l) as i64)).collect();
-        let row_idx = Tensor::from_slice(&rows).to_device(dev);
-        let ids = batch.ids.index_select(0, &row_idx);
-        let valid = batch.key_valid.index_select(0, &row_idx);
-        let weights = batch.weights.index_select(0, &row_idx);
-        let response = batch.response.index_select(0, &row_idx);
-        // image index of each selected row that has an image, in row order
-        let img_rows: Vec<i64> = levels.clone().flat_map(|_| batch.image_index.iter().flatten().copied()).collect();
-        let feats = match (&batch.pixel_values, img_rows.is_empty()) {
-            (Some(px), false) => {
-                let idx = Tensor::from_slice(&img_rows).to_device(dev);
-                Some(if self.share_image_encoding {
-                    self.model.encode_images(px, train).index_select(0, &idx)
-                } else {
-                    self.model.encode_images(&px.index_select(0, &idx), train)
-                })
+        let rows = self.rows(batch, &levels)?;
+        let feats = self.image_features(batch, &rows, train);
+        let embeds = self.model.embed(&rows.ids, feats.as_ref())?;
+        let plan = if self.share_prefix { self.prefix_plan(&rows, batch.b)? } else { None };
+        let sum = match &plan {
+            Some(p) => {
+                let (pre_e, cont_e, cont_ids) = p.gather(&embeds, &rows.ids);
+                // the prefix once per example, its keys/values then repeated for the L levels
+                let mut cache = self.model.new_cache();
+                self.model.prefill_from_embeds(&pre_e, Some(&p.pre_valid), &mut cache, train);
+                cache.index_select(&p.rep);
+                let logits = self.model.logits_from_embeds(&cont_e, Some(&p.key_valid), Some(&mut cache), train);
+                p.head(&logits, &cont_ids)
             }
-            _ => None,
-        };
-        let embeds = self.model.embed(&ids, feats.as_ref())?;
-        let t = ids.size()[1];
-        let w = weights.narrow(1, 1, t - 1);
-        let prefix = if self.share_prefix { self.prefix_sum(&ids, &valid, &weights, &embeds, levels.len(), batch.b, train)? } else { None };
-        let sum = match prefix {
-            Some(s) => s,
             None => {
-                let logits = self.model.logits_from_embeds(&embeds, Some(&valid), None, train);
-                let lp = logits.narrow(1, 0, t - 1).log_softmax(-1, Kind::Float);
-                let tgt = ids.narrow(1, 1, t - 1).clamp_min(0);
-                let tok_lp = lp.gather(2, &tgt.unsqueeze(-1), false).squeeze_dim(-1);
-                (tok_lp * &w).sum_dim_intlist(1, false, Kind::Float)
+                let logits = self.model.logits_from_embeds(&embeds, Some(&rows.valid), None, train);
+                full_head(&logits, &rows.ids, &rows.weights)
             }
         };
-        let l = levels.len() as i64;
-        let bsz = batch.b as i64;
-        Ok(ResponseLogps {
-            sum: sum.view([l, bsz]),
-            weight: w.sum_dim_intlist(1, false, Kind::Float).view([l, bsz]),
-            tokens: response.narrow(1, 1, t - 1).sum_dim_intlist(1, false, Kind::Float).view([l, bsz]),
-        })
+        Ok(rows.logps(sum, levels.len(), batch.b))
+    }
+
+    fn backward_logps(&self, batch: &LlavaBatch, levels: Range<usize>, train: bool, grad: &Tensor) -> Result<(), MllmError> {
+        if !self.grad_checkpoint {
+            let lp = self.response_logps(batch, levels, train)?;
+            let kind = grad.kind();
+            (lp.sum.to_kind(kind) * grad).sum(kind).backward();
+            return Ok(());
+        }
+        self.checkpointed_backward(batch, levels, train, grad)
+    }
+
+    fn recomputes_activations(&self) -> bool {
+        self.grad_checkpoint
     }
 
     fn trainable_vars(&self) -> &nn::VarStore {
@@ -230,8 +228,119 @@ where
     Vec::<T>::try_from(x.to_device(tch::Device::Cpu).contiguous().view([-1])).map_err(MllmError::Torch)
 }
 
+/// The `L·B` rows of one call (row `li·B + b` = level `levels.start + li` of example `b`).
+struct Rows {
+    ids: Tensor,
+    valid: Tensor,
+    weights: Tensor,
+    response: Tensor,
+    /// The image index of each row that has an image, in row order.
+    img_rows: Vec<i64>,
+}
+
+impl Rows {
+    fn logps(&self, sum: Tensor, l: usize, b: usize) -> ResponseLogps {
+        let t = self.ids.size()[1];
+        let (l, b) = (l as i64, b as i64);
+        ResponseLogps {
+            sum: sum.view([l, b]),
+            weight: self.weights.narrow(1, 1, t - 1).sum_dim_intlist(1, false, Kind::Float).view([l, b]),
+            tokens: self.response.narrow(1, 1, t - 1).sum_dim_intlist(1, false, Kind::Float).view([l, b]),
+        }
+    }
+}
+
+/// Weighted log-prob sums `[N]` of full rows from their logits `[N, T, V]`.
+fn full_head(logits: &Tensor, ids: &Tensor, weights: &Tensor) -> Tensor {
+    let t = ids.size()[1];
+    let lp = logits.narrow(1, 0, t - 1).log_softmax(-1, Kind::Float);
+    let tgt = ids.narrow(1, 1, t - 1).clamp_min(0);
+    let tok_lp = lp.gather(2, &tgt.unsqueeze(-1), false).squeeze_dim(-1);
+    (tok_lp * weights.narrow(1, 1, t - 1)).sum_dim_intlist(1, false, Kind::Float)
+}
+
+/// How a batch's rows split into a shared prefix per example and continuations (see
+/// [`LlavaPreference::prefix_plan`]).
+struct PrefixPlan {
+    /// Flat `[B·P]` and `[N·C]` gather indices into the `[N·T]` rows.
+    pre_idx: Tensor,
+    cont_idx: Tensor,
+    pre_valid: Tensor,
+    cont_w: Tensor,
+    /// `[N]`: the example of each continuation row.
+    rep: Tensor,
+    /// `[prefix | continuation]` key validity, `[N, P + C]`.
+    key_valid: Tensor,
+    b: i64,
+    n: i64,
+    p: i64,
+    c: i64,
+}
+
+impl PrefixPlan {
+    /// Prefix embeddings `[B, P, D]`, continuation embeddings `[N, C, D]` and ids `[N, C]`.
+    fn gather(&self, embeds: &Tensor, ids: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let d = embeds.size()[2];
+        let flat_e = embeds.reshape([-1, d]);
+        let pre_e = flat_e.index_select(0, &self.pre_idx).view([self.b, self.p, d]);
+        let cont_e = flat_e.index_select(0, &self.cont_idx).view([self.n, self.c, d]);
+        (pre_e, cont_e, self.cont_ids(ids))
+    }
+
+    /// Continuation ids `[N, C]`.
+    fn cont_ids(&self, ids: &Tensor) -> Tensor {
+        ids.reshape([-1]).index_select(0, &self.cont_idx).view([self.n, self.c])
+    }
+
+    /// Weighted log-prob sums `[N]` from the continuation logits `[N, C, V]`.
+    fn head(&self, logits: &Tensor, cont_ids: &Tensor) -> Tensor {
+        let c = self.c;
+        if c < 2 {
+            return Tensor::zeros([self.n], (Kind::Float, logits.device()));
+        }
+        let lp = logits.narrow(1, 0, c - 1).log_softmax(-1, Kind::Float);
+        let tgt = cont_ids.narrow(1, 1, c - 1).clamp_min(0);
+        let tok_lp = lp.gather(2, &tgt.unsqueeze(-1), false).squeeze_dim(-1);
+        (tok_lp * self.cont_w.narrow(1, 1, c - 1)).sum_dim_intlist(1, false, Kind::Float)
+    }
+}
+
 impl LlavaPreference {
-    /// Weighted log-prob sums `[L·B]` with each example's shared prefix run once.
+    fn rows(&self, batch: &LlavaBatch, levels: &Range<usize>) -> Result<Rows, MllmError> {
+        if levels.end > batch.k || levels.is_empty() {
+            return Err(MllmError::Input(format!("levels {levels:?} outside 0..{}", batch.k)));
+        }
+        let dev = self.model.device();
+        let rows: Vec<i64> = levels.clone().flat_map(|l| (0..batch.b).map(move |b| (b * batch.k + l) as i64)).collect();
+        let row_idx = Tensor::from_slice(&rows).to_device(dev);
+        Ok(Rows {
+            ids: batch.ids.index_select(0, &row_idx),
+            valid: batch.key_valid.index_select(0, &row_idx),
+            weights: batch.weights.index_select(0, &row_idx),
+            response: batch.response.index_select(0, &row_idx),
+            img_rows: levels.clone().flat_map(|_| batch.image_index.iter().flatten().copied()).collect(),
+        })
+    }
+
+    /// The pixel values to encode and, when they are the batch's unique images, the index of
+    /// each image row into their features.
+    fn image_inputs(&self, batch: &LlavaBatch, rows: &Rows) -> Option<(Tensor, Option<Tensor>)> {
+        let px = batch.pixel_values.as_ref().filter(|_| !rows.img_rows.is_empty())?;
+        let idx = Tensor::from_slice(&rows.img_rows).to_device(self.model.device());
+        Some(if self.share_image_encoding { (px.shallow_clone(), Some(idx)) } else { (px.index_select(0, &idx), None) })
+    }
+
+    /// Projected image features of the rows that have an image, in row order.
+    fn image_features(&self, batch: &LlavaBatch, rows: &Rows, train: bool) -> Option<Tensor> {
+        let (px, idx) = self.image_inputs(batch, rows)?;
+        let f = self.model.encode_images(&px, train);
+        Some(match idx {
+            Some(i) => f.index_select(0, &i),
+            None => f,
+        })
+    }
+
+    /// The shared-prefix split of `L·B` rows.
     ///
     /// Rows are `li·B + b` (right-padded, `[L·B, T]`). For example `b` the cached prefix is its
     /// first `q_b` tokens, where `q_b` is at most the longest common prefix of its L rows and at
@@ -240,23 +349,15 @@ impl LlavaPreference {
     /// shared one. Prefix rows are right-padded to `max q_b`, continuations to their longest
     /// length; the key-validity mask `[prefix | continuation]` hides both paddings and gives the
     /// continuation the positions `q_b, q_b + 1, …`. `None` when no example has a prefix to share.
-    #[allow(clippy::too_many_arguments)]
-    fn prefix_sum(
-        &self,
-        ids: &Tensor,
-        valid: &Tensor,
-        weights: &Tensor,
-        embeds: &Tensor,
-        l: usize,
-        b: usize,
-        train: bool,
-    ) -> Result<Option<Tensor>, MllmError> {
+    fn prefix_plan(&self, rows: &Rows, b: usize) -> Result<Option<PrefixPlan>, MllmError> {
+        let (ids, valid, weights) = (&rows.ids, &rows.valid, &rows.weights);
         let dev = ids.device();
         let t = ids.size()[1] as usize;
         let idv: Vec<i64> = to_vec(ids)?;
         let vv: Vec<i64> = to_vec(&valid.to_kind(Kind::Int64))?;
         let wv: Vec<f32> = to_vec(&weights.to_kind(Kind::Float))?;
-        let n = l * b;
+        let n = ids.size()[0] as usize;
+        let l = n / b;
         let len: Vec<usize> = (0..n).map(|r| vv[r * t..(r + 1) * t].iter().filter(|&&x| x != 0).count()).collect();
         let mut q = vec![0usize; b];
         for (bi, qb) in q.iter_mut().enumerate() {
@@ -294,34 +395,24 @@ impl LlavaPreference {
                 cont_w.push(if ok { wv[r * t + pos] } else { 0. });
             }
         }
-        let (b_, l_, pm_, c_, t_) = (b as i64, l as i64, pm as i64, c as i64, t as i64);
-        let d = embeds.size()[2];
-        let flat_e = embeds.reshape([-1, d]);
-        let flat_ids = ids.reshape([-1]);
-        let pre_idx = Tensor::from_slice(&pre_idx).to_device(dev);
-        let cont_idx = Tensor::from_slice(&cont_idx).to_device(dev);
+        let (b_, n_, pm_, c_) = (b as i64, n as i64, pm as i64, c as i64);
         let pre_valid = Tensor::from_slice(&pre_valid).view([b_, pm_]).to_device(dev);
-        let cont_valid = Tensor::from_slice(&cont_valid).view([l_ * b_, c_]).to_device(dev);
-        let cont_w = Tensor::from_slice(&cont_w).view([l_ * b_, c_]).to_device(dev);
-        debug_assert_eq!(flat_ids.size()[0], (n as i64) * t_);
-        let pre_e = flat_e.index_select(0, &pre_idx).view([b_, pm_, d]);
-        let cont_e = flat_e.index_select(0, &cont_idx).view([l_ * b_, c_, d]);
-        let cont_ids = flat_ids.index_select(0, &cont_idx).view([l_ * b_, c_]);
-        // the prefix once per example, its keys/values then repeated for the L levels
-        let mut cache = self.model.new_cache();
-        self.model.prefill_from_embeds(&pre_e, Some(&pre_valid), &mut cache, train);
+        let cont_valid = Tensor::from_slice(&cont_valid).view([n_, c_]).to_device(dev);
         let rep: Vec<i64> = (0..l).flat_map(|_| 0..b_).collect();
         let rep = Tensor::from_slice(&rep).to_device(dev);
-        cache.index_select(&rep);
         let key_valid = Tensor::cat(&[pre_valid.index_select(0, &rep), cont_valid], 1);
-        let logits = self.model.logits_from_embeds(&cont_e, Some(&key_valid), Some(&mut cache), train);
-        if c_ < 2 {
-            return Ok(Some(Tensor::zeros([l_ * b_], (Kind::Float, dev))));
-        }
-        let lp = logits.narrow(1, 0, c_ - 1).log_softmax(-1, Kind::Float);
-        let tgt = cont_ids.narrow(1, 1, c_ - 1).clamp_min(0);
-        let tok_lp = lp.gather(2, &tgt.unsqueeze(-1), false).squeeze_dim(-1);
-        Ok(Some((tok_lp * cont_w.narrow(1, 1, c_ - 1)).sum_dim_intlist(1, false, Kind::Float)))
+        Ok(Some(PrefixPlan {
+            pre_idx: Tensor::from_slice(&pre_idx).to_device(dev),
+            cont_idx: Tensor::from_slice(&cont_idx).to_device(dev),
+            pre_valid,
+            cont_w: Tensor::from_slice(&cont_w).view([n_, c_]).to_device(dev),
+            rep,
+            key_valid,
+            b: b_,
+            n: n_,
+            p: pm_,
+            c: c_,
+        }))
     }
 
     /// A tiny random LLaVA ([`crate::config::LlavaConfig::tiny`], seeded) with the byte-level

@@ -54,7 +54,7 @@ fn base_fingerprint_follows_the_files_and_a_changed_weight() {
     assert_ne!(a, b, "a changed weight must change the fingerprint");
     // Merging an adapter into the base leaves the files behind: the weights are hashed instead.
     let mut m = Llava::load(&d, LoadOptions::default()).unwrap();
-    m.add_lora(&LoraConfig { r: 2, alpha: 4., dropout: 0., ..Default::default() }).unwrap();
+    m.add_lora(&LoraConfig { r: 2, alpha: 4., dropout: 0., ..Default::default() }, 0).unwrap();
     m.merge_lora();
     let c = m.base_fingerprint().unwrap();
     assert!(!c.starts_with("checkpoint:") && c != b, "{c}");

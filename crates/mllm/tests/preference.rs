@@ -86,7 +86,7 @@ fn response_logps_weights_and_sharing() {
     pm.share_image_encoding = true;
     // adapters: off = base; trainable vars = adapters
     assert!(pm.set_adapters_enabled(false).is_err());
-    pm.model.add_lora(&LoraConfig { r: 2, alpha: 4., dropout: 0., ..Default::default() }).unwrap();
+    pm.model.add_lora(&LoraConfig { r: 2, alpha: 4., dropout: 0., ..Default::default() }, 0).unwrap();
     tch::no_grad(|| {
         for (k, mut v) in pm.trainable_vars().variables() {
             if k.contains("lora_B") {

@@ -55,7 +55,7 @@ fn write_image(dir: &std::path::Path) -> std::path::PathBuf {
 
 fn model_with_lora() -> LlavaPreference {
     let mut pm = LlavaPreference::tiny(3).unwrap();
-    pm.model.add_lora(&LoraConfig { r: 2, alpha: 4., dropout: 0., ..Default::default() }).unwrap();
+    pm.model.add_lora(&LoraConfig { r: 2, alpha: 4., dropout: 0., ..Default::default() }, 0).unwrap();
     // make the adapters matter (lora_B starts at 0)
     tch::no_grad(|| {
         for (i, (k, mut v)) in pm.trainable_vars().variables().into_iter().enumerate() {

@@ -107,7 +107,9 @@ impl<M: PreferenceModel> Trainer<M> {
                 None => weight_fallback.zeros_like().to_kind(kind),
             }
         };
-        if chunks.len() == 1 {
+        // One graph over all levels, unless the levels are chunked or the model recomputes its
+        // activations (gradient checkpointing): then values first, gradients second.
+        if chunks.len() == 1 && !self.policy.recomputes_activations() {
             tch::manual_seed(torch_seed(seed, step, mi, 0));
             let lp = self.forward(batch, 0..k, idx.len())?;
             let kind = float_kind(&lp.sum);
@@ -150,9 +152,8 @@ impl<M: PreferenceModel> Trainer<M> {
             // Pass 2: recompute each chunk with a graph, back-propagate Σ g ⊙ s_chunk.
             for (c, r) in chunks.iter().enumerate() {
                 tch::manual_seed(torch_seed(seed, step, mi, c));
-                let lp = self.forward(batch, r.clone(), idx.len())?;
                 let gc = g.narrow(0, r.start as i64, r.len() as i64);
-                (lp.sum.to_kind(kind) * gc).sum(kind).backward();
+                self.policy.backward_logps(batch, r.clone(), true, &gc).map_err(MdpoError::model)?;
             }
         }
         Ok(MicroResult {
@@ -165,12 +166,24 @@ impl<M: PreferenceModel> Trainer<M> {
     }
 
     fn sft_micro(&self, batch: &M::Batch, mi: usize) -> Result<MicroResult> {
-        tch::manual_seed(torch_seed(self.cfg.seed, self.state.step, mi, 0));
-        let lp = self.policy.response_logps(batch, 0..1, true).map_err(MdpoError::model)?;
+        let seed = torch_seed(self.cfg.seed, self.state.step, mi, 0);
+        tch::manual_seed(seed);
+        let recompute = self.policy.recomputes_activations();
+        let lp = if recompute {
+            tch::no_grad(|| self.policy.response_logps(batch, 0..1, true))
+        } else {
+            self.policy.response_logps(batch, 0..1, true)
+        }
+        .map_err(MdpoError::model)?;
         let kind = float_kind(&lp.sum);
         let nll = -lp.sum.to_kind(kind).sum(kind);
         let l = nll.double_value(&[]);
-        if l.is_finite() {
+        if l.is_finite() && recompute {
+            // ∂(−Σ sum)/∂sum = −1; the model recomputes its activations layer by layer
+            tch::manual_seed(seed);
+            let g = -lp.sum.ones_like().to_kind(kind);
+            self.policy.backward_logps(batch, 0..1, true, &g).map_err(MdpoError::model)?;
+        } else if l.is_finite() {
             nll.backward();
         }
         let tok = (lp.sum.detach().to_kind(Kind::Double) / lp.weight.to_kind(Kind::Double).clamp_min(1e-8))
