@@ -242,8 +242,9 @@ fn global_batch(v: &Value) -> Option<u64> {
 }
 
 /// The training settings of `current` that differ from the checkpoint's `saved` config: every
-/// field of [`MdpoConfig`] except [`FREE`] ones, and the global batch. Settings present in only
-/// one of them (added or retired fields) are not compared.
+/// field of [`MdpoConfig`] except those that do not change the optimisation (paths, checkpoint
+/// cadence, plots, reference precomputation, level chunking, the micro-batch split), plus the
+/// global batch. Settings present in only one of them (added or retired fields) are not compared.
 pub fn config_changes(saved: &Value, current: &MdpoConfig) -> Result<Vec<ConfigChange>> {
     let now = serde_json::to_value(current)
         .map_err(|source| MdpoError::Json { path: current.output_dir.join("config.json"), source })?;

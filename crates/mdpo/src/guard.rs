@@ -2,7 +2,7 @@
 //! an abort.
 //!
 //! tch's tensor operations panic on a libtorch error, so a CUDA out-of-memory in the forward or
-//! backward of a micro-batch unwinds through the trainer. [`catch_oom`] catches that unwind and,
+//! backward of a micro-batch unwinds through the trainer. `catch_oom` catches that unwind and,
 //! when the message is libtorch's allocation failure, returns a typed error naming the micro-batch
 //! and what to lower. Every other panic is resumed unchanged: a bug stays a bug.
 use crate::{MdpoError, Result};

@@ -15,7 +15,7 @@
 //!   cDPO, Plackett–Luce / PRO), with per-pair metrics.
 //! * [`config`] — [`MdpoConfig`], the whole definition of a run.
 //! * [`trainer`] — the [`Trainer`] (MDPO and SFT): the step and the loop.
-//! * [`reference`] — where `log π_ref` comes from, and its cache with its key.
+//! * [`reference`](mod@reference) — where `log π_ref` comes from, and its cache with its key.
 //! * [`checkpoint`] — atomic checkpoints and the checks a resume makes.
 //! * [`metrics`] — `metrics.jsonl` and the PNG curves ([`plot`]).
 //! * [`optim`] — AdamW with exact save/load, warmup + constant/cosine schedule.

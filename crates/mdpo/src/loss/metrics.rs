@@ -21,7 +21,7 @@ pub struct PairMetrics {
 /// Batch-mean metrics of a loss evaluation (detached from the graph).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LossMetrics {
-    /// Every pair `i < j` of the K levels (all of them, whatever [`PairSet`] trains on).
+    /// Every pair `i < j` of the K levels (all of them, whatever [`super::PairSet`] trains on).
     pub pairs: Vec<PairMetrics>,
     /// Mean policy score per level (the summed, or mean, log-prob).
     pub level_logps: Vec<f64>,

@@ -20,8 +20,8 @@
 //! `P = K(K−1)/2`. [`PairReduction::Mean`] (the default) reproduces the code; `Sum` the printed
 //! equation. Both are then averaged over the batch.
 //!
-//! * [`config`] — [`LossConfig`] and its choices; [`pairwise`] and [`listwise`] — the two
-//!   families of terms; [`metrics`] — reward accuracy/margin per pair.
+//! * `config` — [`LossConfig`] and its choices; `pairwise` and `listwise` — the two
+//!   families of terms; `metrics` — reward accuracy/margin per pair.
 mod config;
 mod listwise;
 mod metrics;

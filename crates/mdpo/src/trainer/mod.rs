@@ -1,14 +1,14 @@
 //! The model-agnostic trainer: MDPO (any [`crate::loss`] variant) and SFT on the same machinery.
 //!
 //! One optimizer step ([`Trainer::step`]) takes the next `batch_size × grad_accum` examples of a
-//! seeded per-epoch permutation, runs each micro-batch's forward and backward ([`micro`]), clips
+//! seeded per-epoch permutation, runs each micro-batch's forward and backward (module `micro`), clips
 //! the gradient norm and applies AdamW; [`Trainer::train`] repeats it, checkpointing as it goes.
 //!
 //! * **Reference** ([`Reference`], module [`crate::reference`]): a frozen model, the policy with
 //!   its adapters disabled, a precomputed cache file, or none (reference-free objectives).
 //! * **Gradient accumulation**: every micro-batch's loss (a batch mean) is scaled by
 //!   `B_micro / B_step`, so `grad_accum = 2, batch_size = 1` gives the gradients of one batch of 2.
-//! * **Level chunking** (`level_chunk < K`): exact gradients with bounded memory, see [`micro`].
+//! * **Level chunking** (`level_chunk < K`): exact gradients with bounded memory (module `micro`).
 //! * **Non-finite guard**: a step whose loss or gradient norm is not finite is skipped (no update,
 //!   data still consumed, logged with the first such step's example ids); after
 //!   `max_skipped_steps` such steps training stops, and a run whose every step, or whose last
