@@ -132,10 +132,15 @@ fn generate_with_local_checkpoints_then_check_then_answer_locally() {
     std::fs::write(&input, records.to_string()).unwrap();
     let gen = d.join("gen.jsonl");
     let (big, small) = (format!("big={}", llava.join("hf").display()), format!("small={}", llava.join("hf_tied").display()));
-    let gen_args = [
+    let mut gen_args = vec![
         "generate", "--input", input.to_str().unwrap(), "--out", gen.to_str().unwrap(), "--local-expert", &big,
         "--local-expert", &small, "--levels", "3", "--num-beams", "1", "--temperature", "0", "--max-new-tokens", "4",
     ];
+    // The image lies outside the data file's directory (the data root): refused unless allowed
+    // (docs/reliability.md).
+    let o = amp(&gen_args);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("outside the data root"));
+    gen_args.push("--allow-outside-root");
     let o = amp(&gen_args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows: Vec<serde_json::Value> =

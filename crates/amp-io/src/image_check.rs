@@ -65,7 +65,10 @@ fn checked(mime: &'static str, width: u32, height: u32) -> Result<ImageInfo, Ima
     Ok(ImageInfo { mime, width, height })
 }
 
-fn reader(bytes: &[u8]) -> Result<(image::ImageReader<Cursor<&[u8]>>, &'static str), ImageCheckError> {
+/// A reader over in-memory bytes with its format guessed from the content.
+type Reader<'a> = image::ImageReader<Cursor<&'a [u8]>>;
+
+fn reader(bytes: &[u8]) -> Result<(Reader<'_>, &'static str), ImageCheckError> {
     let r = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
     let f = r.format().ok_or_else(|| ImageCheckError::Format("unrecognised content".into()))?;
     Ok((r, mime(f)?))
