@@ -33,6 +33,8 @@ pub struct IgArgs {
     /// Where the adapters go, one directory per subset (default: `<out>.ig/` beside `--out`).
     /// A rerun reuses a finished adapter whose key (subset, settings, base weights) matches, and
     /// resumes an unfinished one from its newest checkpoint.
+    /// Shards of one run share these adapters: let one shard finish its fine-tunes before
+    /// starting the others (nothing locks the directory against two trainers at once).
     #[arg(long, requires = "ig_base")]
     pub ig_dir: Option<PathBuf>,
     /// Epochs over each cumulative subset (the same recipe for every subset, as in the paper).
@@ -42,7 +44,8 @@ pub struct IgArgs {
     pub ig_lr: f64,
     #[arg(long, default_value_t = 4)]
     pub ig_batch_size: usize,
-    /// LoRA rank and alpha of the adapters (the paper's LLaVA recipe: 128 / 256).
+    /// LoRA rank and alpha of the adapters (LLaVA-1.5's LoRA recipe, whose training details the
+    /// paper follows: 128 / 256; its learning rate is the default of `--ig-lr`).
     #[arg(long, default_value_t = 128)]
     pub ig_lora_r: i64,
     #[arg(long, default_value_t = 256.0)]
