@@ -62,6 +62,20 @@ fn child(dir: &Path, dtype: &str) {
     );
 }
 
+/// The reference-cache key of the loaded base, both ways: hashing every weight (before) and the
+/// checkpoint fingerprint (`Llava::base_fingerprint`, files + sampled bytes).
+fn fingerprints(dir: &Path) {
+    let m = Llava::load(dir, LoadOptions { device: Device::Cpu, kind: Kind::BFloat16 }).expect("load");
+    let t0 = Instant::now();
+    mdpo::fingerprint::var_store(m.var_store(), true).unwrap();
+    let full = t0.elapsed().as_secs_f64();
+    let cfg = mllm::config::LlavaConfig::from_dir(dir).unwrap();
+    let t1 = Instant::now();
+    Llava::checkpoint(dir, &cfg).unwrap().fingerprint();
+    let sampled = t1.elapsed().as_secs_f64();
+    println!("{{\"full_hash_seconds\": {full}, \"checkpoint_fingerprint_seconds\": {sampled}}}");
+}
+
 fn run(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().expect("spawn");
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -74,6 +88,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         child(Path::new(&args[i + 1]), &args[i + 2]);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--fingerprint") {
+        fingerprints(Path::new(&args[i + 1]));
         return;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -113,6 +131,14 @@ fn main() {
                     gib(model),
                     peak / model,
                     secs / base
+                );
+            }
+            if round == 1 && dtype == "bf16" {
+                let f = run(Command::new(&me).arg("--fingerprint").arg(&dir));
+                eprintln!(
+                    "reference-cache key of the bf16 base: hashing every weight {:.2} s, checkpoint fingerprint {:.3} s",
+                    f["full_hash_seconds"].as_f64().unwrap(),
+                    f["checkpoint_fingerprint_seconds"].as_f64().unwrap()
                 );
             }
             if round == 1 {
