@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --example ground_probe -- runs/demo/models/d64/model runs/demo/world pref.json [N]
 //! ```
-use amp::pipeline::engine::{DemoModel, Init};
+use amp::pipeline::engine::{DemoModel, Init, Trainable};
 use mdpo::PreferenceModel;
 use std::path::PathBuf;
 
@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (i, ex) in shuffled.iter_mut().enumerate() {
         ex.image = truth[(i + 7) % truth.len()].image.clone();
     }
-    let (_, policy) = DemoModel::open(&Init::From(model), &world.join("tokenizer.json"), false)?.into_policy();
+    let (_, policy) = DemoModel::open(&Init::From(model), &world.join("tokenizer.json"), Trainable::Nothing)?.into_policy();
     for (name, set) in [("true images", &truth), ("shuffled images", &shuffled)] {
         let (mut logp, mut tokens) = (0.0, 0.0);
         for chunk in set.chunks(32) {

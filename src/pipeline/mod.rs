@@ -21,11 +21,14 @@
 //! 10. `eval` — MRHal-style benchmark (rule judge, cumulative/mean score and hallucination rate)
 //!     and POPE (acc/F1/yes-ratio per split) through `mrhal_bench`'s harness.
 //! 11. `report` — Markdown + PNG curves and bars, every number as mean ± std over the seeds.
+pub mod checkpoint;
 pub mod engine;
+pub mod gates;
 pub mod ranking;
 pub mod report;
 pub mod stage;
 pub mod stats;
+pub mod tower;
 
 use crate::adapters::{BertEmbedder, LlavaChat, RuleJudge};
 use amp_data::pipeline::{self as dp, CheckedRow, GeneratedRow, Shard};
@@ -37,6 +40,7 @@ use mrhal_bench::answers::{mrhal_tasks, pope_tasks};
 use mrhal_bench::{Benchmark, RunResults};
 use serde::{Deserialize, Serialize};
 use stage::Stages;
+pub use tower::TowerSpec;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,6 +68,9 @@ pub enum DemoError {
     },
     #[error("config: {0}")]
     Config(String),
+    /// The experts fail the gates (docs/demo.md): preference training could not test AMP's claim.
+    #[error("the gates failed, so preference training would not test AMP's claim (see {path}):\n{text}")]
+    Gates { path: PathBuf, text: String },
     /// `--experts-only`: the run stopped on purpose after the named stage.
     #[error("stopped after {after} as asked; see {path}")]
     Stopped { after: String, path: PathBuf },
@@ -203,6 +210,23 @@ pub struct Variant {
     pub checked: bool,
     /// The loss (MDPO, DPO, adjacent pairs, ...).
     pub loss: LossConfig,
+    /// The generated levels by expert name, best first (empty: `levels − 1` of the pool spread
+    /// by [`pick_levels`]).
+    #[serde(default)]
+    pub pool: Vec<String>,
+    /// Preference training, or the SFT control (the anchor alone: SFT of the base on the
+    /// standard responses with the same steps and data).
+    #[serde(default)]
+    pub kind: VariantKind,
+}
+
+/// What a variant trains.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VariantKind {
+    #[default]
+    Preference,
+    SftControl,
 }
 
 /// Everything that defines a demo run.
@@ -231,6 +255,23 @@ pub struct DemoConfig {
     pub variants: Vec<Variant>,
     /// Auto-check threshold τ.
     pub tau: f32,
+    /// Stage 0: a shared vision tower trained on per-cell labels, frozen for every expert
+    /// ([`tower`]); `None`: each expert trains its own tower from scratch.
+    #[serde(default)]
+    pub tower: Option<TowerSpec>,
+    /// Stage 1: caption (projector alignment) steps before the instruction tuning `sft`.
+    #[serde(default)]
+    pub captions: Option<TrainSpec>,
+    /// Fail the job when the gates fail ([`gates`]); they are computed and reported either way.
+    #[serde(default)]
+    pub enforce_gates: bool,
+    /// Paired-bootstrap resamples of the intervals against the SFT control.
+    #[serde(default = "bootstrap_default")]
+    pub bootstrap: usize,
+}
+
+fn bootstrap_default() -> usize {
+    2000
 }
 
 /// An expert architecture. `patch` is the ViT patch size: the `small` and `large` worlds use one
@@ -253,7 +294,15 @@ fn variants(max_k: usize, ablations: bool) -> Vec<Variant> {
 /// [`variants`] with the two ablations chosen separately: MDPO on the unchecked ranking
 /// (`initial`) and MDPO on IG data (`ig`).
 fn variants_with(max_k: usize, initial: bool, ig: bool) -> Vec<Variant> {
-    let v = |name: &str, levels, source, checked, loss| Variant { name: name.into(), levels, source, checked, loss };
+    let v = |name: &str, levels, source, checked, loss| Variant {
+        name: name.into(),
+        levels,
+        source,
+        checked,
+        loss,
+        pool: vec![],
+        kind: VariantKind::Preference,
+    };
     let mut out = vec![v("dpo-k2", 2, Source::Meg, true, LossConfig::dpo())];
     for k in 3..=max_k {
         out.push(v(&format!("mdpo-k{k}"), k, Source::Meg, true, LossConfig::mdpo()));
@@ -275,48 +324,89 @@ fn variants_with(max_k: usize, initial: bool, ig: bool) -> Vec<Variant> {
     out
 }
 
+/// The variants of the grounded presets over a MEG pool listed largest first whose first
+/// member is the base: the SFT control; DPO with K = 2 (standard vs the base's own answer);
+/// MDPO with K = 2..=pool+1 adding experts by size; MDPO K = 4 on adjacent pairs and on the
+/// unchecked ranking; DPO with the weakest expert as the loser (the old K = 2, an ablation).
+fn grounded_variants(pool: &[&str]) -> Vec<Variant> {
+    let names = |k: usize| pool[..k - 1].iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let v = |name: &str, levels: usize, checked, loss, pool: Vec<String>| Variant {
+        name: name.into(),
+        levels,
+        source: Source::Meg,
+        checked,
+        loss,
+        pool,
+        kind: VariantKind::Preference,
+    };
+    let mut out = vec![Variant { kind: VariantKind::SftControl, ..v("sft-control", 1, true, LossConfig::mdpo(), vec![]) }];
+    out.push(v("dpo-k2", 2, true, LossConfig::dpo(), names(2)));
+    for k in 2..=pool.len() + 1 {
+        out.push(v(&format!("mdpo-k{k}"), k, true, LossConfig::mdpo(), names(k)));
+    }
+    let k4 = (pool.len() + 1).min(4);
+    out.push(v(&format!("mdpo-k{k4}-adjacent"), k4, true, LossConfig { pairs: PairSet::Adjacent, ..LossConfig::mdpo() }, names(k4)));
+    out.push(v(&format!("mdpo-k{k4}-initial"), k4, false, LossConfig::mdpo(), names(k4)));
+    out.push(v("dpo-k2-weakest", 2, true, LossConfig::dpo(), vec![pool[pool.len() - 1].to_string()]));
+    out
+}
+
 impl DemoConfig {
     /// The preset by name.
     pub fn preset(name: &str) -> Result<Self> {
         let world = WorldConfig::preset(name)?;
         Ok(match name {
+            // The small preset's design at toy size (48 px: one 16 px patch per grid cell).
             "tiny" => DemoConfig {
                 preset: name.into(),
-                world: WorldConfig { n_train: 48, n_pref: 8, n_bench: 4, n_pope: 4, ..world },
-                experts: vec![spec("m48", 48, 1, 32, 1, 8), spec("s32", 32, 1, 32, 1, 8), spec("xs16", 16, 1, 16, 1, 8)],
-                base: "s32".into(),
-                sft: TrainSpec { steps: 16, batch_size: 8, lr: 3e-3, warmup_steps: 2 },
+                world: WorldConfig { n_train: 48, n_pref: 8, n_bench: 6, n_pope: 4, image_size: 48, canonical: true, ..world },
+                experts: vec![spec("m48", 48, 1, 32, 1, 16), spec("s32", 32, 1, 32, 1, 16), spec("xs16", 16, 1, 32, 1, 16)],
+                base: "m48".into(),
+                sft: TrainSpec { steps: 12, batch_size: 8, lr: 3e-3, warmup_steps: 2 },
                 ig_parts: 2,
                 ig_pretrain_fraction: 0.25,
                 ig_finetune_fraction: 1.0,
                 gen: GenSpec { num_beams: 1, max_new_tokens: 24, repetition_penalty: 1.0, batch_size: 32 },
-                pref: TrainSpec { steps: 4, batch_size: 4, lr: 1e-4, warmup_steps: 1 },
+                pref: TrainSpec { steps: 4, batch_size: 4, lr: 5e-5, warmup_steps: 1 },
                 beta: 0.1,
-                variants: variants(4, true),
+                variants: {
+                    let mut v = grounded_variants(&["m48", "s32", "xs16"]);
+                    v.push(Variant { name: "mdpo-ig-k3".into(), levels: 3, source: Source::Ig, pool: vec![], ..v[3].clone() });
+                    v
+                },
                 tau: 0.85,
+                tower: Some(TowerSpec { hidden: 32, layers: 1, steps: 20, batch_size: 16, lr: 2e-3 }),
+                captions: Some(TrainSpec { steps: 6, batch_size: 8, lr: 3e-3, warmup_steps: 1 }),
+                // Toy models cannot pass; the gates' computation is what the tiny run checks.
+                enforce_gates: false,
+                bootstrap: 200,
             },
+            // Issue 14's design (docs/demo.md): a shared stage-0 tower, frozen; caption then
+            // dialogue tuning on canonical text; experts graded by language-model size, the
+            // largest the base; 500 benchmark dialogues (standard error of a rate ≤ 0.015).
             "small" => DemoConfig {
                 preset: name.into(),
-                // 200 benchmark dialogues (~700 rated rounds) and 100 POPE images (~1,800
-                // probes): evaluation is cheap, and 60/40 left differences of 0.02 in the noise.
-                world: WorldConfig { n_train: 3000, n_pref: 300, n_bench: 200, n_pope: 100, ..world },
+                world: WorldConfig { n_train: 3000, n_pref: 400, n_bench: 500, n_pope: 100, canonical: true, ..world },
                 experts: vec![
                     spec("d96", 96, 2, 64, 2, 16),
                     spec("d64", 64, 2, 64, 2, 16),
-                    spec("d48", 48, 1, 32, 1, 16),
-                    spec("d32", 32, 1, 32, 1, 16),
+                    spec("d48", 48, 1, 64, 2, 16),
+                    spec("d32", 32, 1, 64, 2, 16),
                 ],
-                base: "d64".into(),
-                sft: TrainSpec { steps: 1000, batch_size: 32, lr: 2e-3, warmup_steps: 40 },
-                ig_parts: 2,
+                base: "d96".into(),
+                sft: TrainSpec { steps: 600, batch_size: 32, lr: 2e-3, warmup_steps: 30 },
+                ig_parts: 0,
                 ig_pretrain_fraction: 0.2,
-                // 2 × 20% of the data after M0's 20%: IG's chain, at half the cost of using all.
                 ig_finetune_fraction: 0.5,
                 gen: GenSpec { num_beams: 1, max_new_tokens: 80, repetition_penalty: 1.0, batch_size: 64 },
-                pref: TrainSpec { steps: 60, batch_size: 8, lr: 1e-4, warmup_steps: 6 },
+                pref: TrainSpec { steps: 60, batch_size: 8, lr: 5e-5, warmup_steps: 6 },
                 beta: 0.1,
-                variants: variants_with(5, true, false),
+                variants: grounded_variants(&["d96", "d64", "d48", "d32"]),
                 tau: 0.85,
+                tower: Some(TowerSpec { hidden: 64, layers: 2, steps: 600, batch_size: 64, lr: 2e-3 }),
+                captions: Some(TrainSpec { steps: 400, batch_size: 32, lr: 2e-3, warmup_steps: 20 }),
+                enforce_gates: true,
+                bootstrap: 2000,
             },
             _ => DemoConfig {
                 preset: name.into(),
@@ -337,6 +427,10 @@ impl DemoConfig {
                 beta: 0.1,
                 variants: variants(5, true),
                 tau: 0.85,
+                tower: None,
+                captions: None,
+                enforce_gates: false,
+                bootstrap: 2000,
             },
         })
     }
@@ -355,7 +449,26 @@ impl DemoConfig {
                 )));
             }
         }
+        if let Some(t) = &self.tower {
+            for e in &self.experts {
+                if (e.vision_hidden, e.vision_layers, e.patch * 3) != (t.hidden, t.layers, self.world.image_size as i64) {
+                    return Err(DemoError::Config(format!(
+                        "expert {}: the shared stage-0 tower is {}×{} with one patch per grid cell ({} px), the expert asks for {}×{} patch {}",
+                        e.name, t.hidden, t.layers, self.world.image_size / 3, e.vision_hidden, e.vision_layers, e.patch
+                    )));
+                }
+            }
+        }
         for v in &self.variants {
+            if v.kind == VariantKind::SftControl {
+                continue;
+            }
+            if let Some(p) = v.pool.iter().find(|p| !self.experts.iter().any(|e| &e.name == *p)) {
+                return Err(DemoError::Config(format!("variant {}: pool member `{p}` is not an expert", v.name)));
+            }
+            if !v.pool.is_empty() && v.pool.len() + 1 != v.levels {
+                return Err(DemoError::Config(format!("variant {}: K = {} needs {} pool members, got {}", v.name, v.levels, v.levels - 1, v.pool.len())));
+            }
             let pool = match v.source {
                 Source::Meg => self.experts.len(),
                 Source::Ig => self.ig_parts + 1,
@@ -400,6 +513,56 @@ pub struct EvalResult {
     /// `size_accuracy` (a key is absent when no claim names that attribute).
     #[serde(default)]
     pub grounding: BTreeMap<String, f64>,
+    /// Per benchmark dialogue, per round: the rule judge's verdict and claim counts (for the
+    /// paired bootstrap and the per-category rates).
+    #[serde(default)]
+    pub items: Vec<ItemScore>,
+}
+
+/// One benchmark dialogue's rounds as the rule judge saw them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemScore {
+    pub id: String,
+    pub rounds: Vec<RoundScore>,
+}
+
+/// One round: its MRHal category, whether it is hallucinated (rating < 3) and its claims.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundScore {
+    pub category: String,
+    pub hallucinated: bool,
+    /// Checkable claims (true or false) and the false ones.
+    pub claims: usize,
+    pub hallucinated_claims: usize,
+}
+
+impl EvalResult {
+    /// Per-item counts of `f(round) → (hits, total)`.
+    pub fn counts(&self, f: impl Fn(&RoundScore) -> (f64, f64)) -> Vec<stats::Count> {
+        self.items
+            .iter()
+            .map(|it| {
+                it.rounds.iter().fold(stats::Count::default(), |c, r| {
+                    let (h, t) = f(r);
+                    stats::Count { hits: c.hits + h, total: c.total + t }
+                })
+            })
+            .collect()
+    }
+    /// Hallucinated / checkable claims over the benchmark.
+    pub fn claim_hallucination_rate(&self) -> f64 {
+        stats::rate(&self.counts(claim_counts))
+    }
+}
+
+/// A round's (hallucinated rounds, rounds).
+pub fn round_counts(r: &RoundScore) -> (f64, f64) {
+    (f64::from(u8::from(r.hallucinated)), 1.0)
+}
+
+/// A round's (hallucinated claims, checkable claims).
+pub fn claim_counts(r: &RoundScore) -> (f64, f64) {
+    (r.hallucinated_claims as f64, r.claims as f64)
 }
 
 /// One expert's quality (the MEG premise).
@@ -421,11 +584,25 @@ pub struct DemoReport {
     pub seeds: Vec<u64>,
     pub stages: Vec<StageTiming>,
     pub experts: Vec<ExpertQuality>,
-    /// Whether the experts' MRHal hallucination rate falls strictly with size.
+    /// Whether the experts' claim hallucination rate falls strictly with size.
     pub hallucination_falls_with_size: bool,
+    /// Stage 0's held-out per-cell accuracy.
+    #[serde(default)]
+    pub tower: Option<tower::TowerReport>,
+    /// The gates, computed before preference training.
+    #[serde(default)]
+    pub gates: Option<gates::Gates>,
+    /// Per MDPO variant: gradient norms at the base of the anchor, the pair terms and the whole
+    /// loss on one batch.
+    #[serde(default)]
+    pub anchor_gradients: BTreeMap<String, (f64, f64, f64)>,
+    /// Per variant: paired-bootstrap intervals of its difference from the SFT control (MRHal
+    /// round hallucination rate, claim hallucination rate), items pooled over seeds.
+    #[serde(default)]
+    pub intervals: BTreeMap<String, (stats::Interval, stats::Interval)>,
     pub dataset_stats: BTreeMap<String, dp::DatasetStats>,
     pub ranking: ranking::RankingQuality,
-    /// variant → seed → results (the base model is the `sft-only` variant).
+    /// variant → seed → results (the untouched base is the [`BASE_ROW`] row).
     pub results: BTreeMap<String, BTreeMap<u64, EvalResult>>,
     /// variant → seed → training curve (step, loss, reward accuracy).
     pub curves: BTreeMap<String, BTreeMap<u64, Curve>>,
@@ -477,6 +654,11 @@ fn sft_examples(world: &Path, file: &str) -> Result<Vec<PreferenceExample>> {
     Ok(mdpo::data::load_sft_file(&world.join(file), &opts)?)
 }
 
+/// The results row of the untouched base.
+pub const BASE_ROW: &str = "base";
+/// The results row of the SFT control (the anchor alone).
+pub const CONTROL_ROW: &str = "sft-control";
+
 /// Run the whole demo (see the module docs). Stages whose outputs exist for the same
 /// configuration are skipped when `args.resume`.
 pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
@@ -516,15 +698,59 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
         .map_err(|e| stage_err("world", format!("{}: {e}", paths.tokenizer().display())))?
         .get_vocab_size(true) as i64;
 
-    // 2. Experts: SFT from scratch.
+    // 0. The shared vision tower (stage 0), frozen for every expert.
+    let mut tower_report = None;
+    let tower_dir = paths.root.join("models").join("tower");
+    if let Some(t) = &cfg.tower {
+        let key = (&cfg.world, t);
+        st.run("tower", &key, &[tower_dir.join(tower::WEIGHTS)], |_| {
+            let ids = |split: amp_world::Split| (0..world.len(split)).map(|i| World::id(split, i)).collect::<Vec<_>>();
+            let r = tower::train(&paths.world(), &cfg.world, &scenes, &ids(amp_world::Split::Train), &ids(amp_world::Split::Bench), t, 7, &tower_dir)?;
+            eprintln!(
+                "[demo] stage-0 tower, held-out per-cell accuracy: occupancy {:.3}, shape {:.3}, colour {:.3}, size {:.3}, all three {:.3}",
+                r.occupancy, r.shape, r.colour, r.size, r.all_attributes
+            );
+            Ok(())
+        })?;
+        tower_report = Some(read_json::<tower::TowerReport>(&tower_dir.join("tower_report.json"))?);
+    }
+    let tower_path = cfg.tower.as_ref().map(|_| tower_dir.clone());
+
+    // 2. Experts: (stage 1, captions) then instruction tuning, from scratch but for the tower.
     let train = sft_examples(&paths.world(), "train.json")?;
+    let captions = match cfg.captions {
+        Some(_) => sft_examples(&paths.world(), amp_world::dataset::CAPTIONS)?,
+        None => Vec::new(),
+    };
     for (i, e) in cfg.experts.iter().enumerate() {
         let dir = paths.expert(&e.name);
-        let key = (&cfg.world, e, &cfg.sft);
+        let scratch =
+            engine::Init::Scratch { spec: e.clone(), image_size: cfg.world.image_size as i64, vocab, seed: 1000 + i as i64, tower: tower_path.clone() };
+        let init = match &cfg.captions {
+            Some(c) => {
+                let cdir = dir.join("captions");
+                let key = (&cfg.world, e, c, st.key_of("tower"));
+                st.run(&format!("expert {} captions", e.name), &key, &[engine::model_dir(&cdir)], |name| {
+                    stage::work_dir(&cdir, &key)?;
+                    engine::train_sft(name, &scratch, &paths.tokenizer(), captions.clone(), c, 500 + i as u64, &cdir)?;
+                    Ok(())
+                })?;
+                engine::Init::From(engine::model_dir(&cdir))
+            }
+            None => scratch,
+        };
+        let key = (&cfg.world, e, &cfg.sft, st.key_of("tower"), st.key_of(&format!("expert {} captions", e.name)));
         st.run(&format!("expert {}", e.name), &key, &[engine::model_dir(&dir)], |name| {
-            stage::work_dir(&dir, &key)?;
-            let init = engine::Init::Scratch { spec: e.clone(), image_size: cfg.world.image_size as i64, vocab, seed: 1000 + i as i64 };
-            engine::train_sft(name, &init, &paths.tokenizer(), train.clone(), &cfg.sft, 1000 + i as u64, &dir)?;
+            // The work dir holds the trainer's checkpoints; the caption stage's model stays.
+            let work = dir.join("sft");
+            stage::work_dir(&work, &key)?;
+            engine::train_sft(name, &init, &paths.tokenizer(), train.clone(), &cfg.sft, 1000 + i as u64, &work)?;
+            let from = engine::model_dir(&work);
+            let to = engine::model_dir(&dir);
+            if to.exists() {
+                std::fs::remove_dir_all(&to).map_err(io_err(&to))?;
+            }
+            std::fs::rename(&from, &to).map_err(io_err(&from))?;
             Ok(())
         })?;
     }
@@ -536,24 +762,26 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
         let r = evaluate(&mut st, &paths, &cfg, &judge, &scenes, &format!("expert-{}", e.name), &dir)?;
         experts.push(ExpertQuality { name: e.name.clone(), params: engine::param_count(&dir).unwrap_or(0), eval: r });
     }
-    let rates: Vec<f64> = experts
-        .iter()
-        .map(|e| e.eval.mrhal.get("cumulative_hallucination_rate").copied().unwrap_or(f64::NAN))
-        .collect();
+    let rates: Vec<f64> = experts.iter().map(|e| e.eval.claim_hallucination_rate()).collect();
     let hallucination_falls_with_size = rates.windows(2).all(|w| w[0] < w[1]);
     if args.experts_only {
-        let mut table = String::from("expert  params  MRHal score  MRHal hal. rate  POPE acc (adv/pop/rand)\n");
+        let mut table = String::from("expert  params  MRHal score  MRHal hal. rate  claim hal. rate  shape/colour/size right  POPE acc (adv/pop/rand)\n");
         for e in &experts {
             let pope: Vec<String> = amp_world::pope::POPE_SPLITS
                 .iter()
                 .map(|s| format!("{:.3}", e.eval.pope.get(&format!("{s}/accuracy")).copied().unwrap_or(f64::NAN)))
                 .collect();
+            let g = |k: &str| e.eval.grounding.get(k).copied().unwrap_or(f64::NAN);
             table += &format!(
-                "{}  {}  {:.3}  {:.3}  {}\n",
+                "{}  {}  {:.3}  {:.3}  {:.3}  {:.2}/{:.2}/{:.2}  {}\n",
                 e.name,
                 e.params,
                 e.eval.mrhal.get("cumulative_score").copied().unwrap_or(f64::NAN),
                 e.eval.mrhal.get("cumulative_hallucination_rate").copied().unwrap_or(f64::NAN),
+                e.eval.claim_hallucination_rate(),
+                g("shape_accuracy"),
+                g("colour_accuracy"),
+                g("size_accuracy"),
                 pope.join(" / ")
             );
         }
@@ -577,7 +805,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
         let key = (&cfg.world, &base_spec, &pre_spec, n_pre);
         st.run("ig pretrain", &key, &[engine::model_dir(&m0)], |name| {
             stage::work_dir(&m0, &key)?;
-            let init = engine::Init::Scratch { spec: base_spec.clone(), image_size: cfg.world.image_size as i64, vocab, seed: 2000 };
+            let init = engine::Init::Scratch { spec: base_spec.clone(), image_size: cfg.world.image_size as i64, vocab, seed: 2000, tower: tower_path.clone() };
             engine::train_sft(name, &init, &paths.tokenizer(), train[..n_pre].to_vec(), &pre_spec, 2000, &m0)?;
             Ok(())
         })?;
@@ -642,6 +870,35 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
         generated.insert(tag, dp::load_rows(&out)?);
     }
 
+    // Gates, before any preference training.
+    let gates_path = paths.data().join("gates.json");
+    let gate_pool: Vec<String> = cfg
+        .variants
+        .iter()
+        .filter(|v| v.source == Source::Meg && v.kind == VariantKind::Preference && !v.pool.is_empty())
+        .max_by_key(|v| v.levels)
+        .map(|v| v.pool.clone())
+        .unwrap_or_else(|| cfg.experts.iter().map(|e| e.name.clone()).collect());
+    let expert_rates: Vec<(String, f64, Vec<(String, f64)>)> = experts
+        .iter()
+        .map(|e| {
+            let dist = e
+                .eval
+                .grounding
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix("shape_share/").map(|s| (s.to_string(), *v)))
+                .collect();
+            (e.name.clone(), e.eval.claim_hallucination_rate(), dist)
+        })
+        .collect();
+    let gate = gates::compute(&expert_rates, &cfg.base, &generated["meg"], &gate_pool, &scenes);
+    write_json(&gates_path, &gate)?;
+    let gate_text = gates::lines(&gate).join("\n");
+    eprintln!("[demo] gates (before preference training):\n{gate_text}");
+    if cfg.enforce_gates && !gate.passed {
+        return Err(DemoError::Gates { path: gates_path, text: gate_text });
+    }
+
     // 6. Auto-check (real MiniLM sentence expert for both the chunk and the sentence metric).
     let mut checked: BTreeMap<String, (Vec<CheckedRow>, Vec<CheckedRow>)> = BTreeMap::new();
     for (tag, rows) in &generated {
@@ -663,14 +920,14 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
 
     // 7. K-level datasets per variant.
     let mut dataset_stats = BTreeMap::new();
-    for v in &cfg.variants {
+    for v in cfg.variants.iter().filter(|v| v.kind == VariantKind::Preference) {
         let tag = format!("{:?}", v.source).to_lowercase();
         let (chk, init) = &checked[&tag];
         let rows = if v.checked { chk } else { init };
         let dir = paths.data().join("variants").join(&v.name);
-        let key = (st.key_of(&format!("check {tag}")), v.levels, v.checked);
+        let key = (st.key_of(&format!("check {tag}")), v.levels, v.checked, &v.pool);
         st.run(&format!("dataset {}", v.name), &key, &[dir.join("amp.json")], |_| {
-            let sub = subset_rows(rows, v.levels);
+            let sub = subset_rows(rows, v.levels, &v.pool);
             dp::finalize(sub, &dir)?;
             Ok(())
         })?;
@@ -690,10 +947,35 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
     let mut curves: BTreeMap<String, BTreeMap<u64, Curve>> = BTreeMap::new();
     let base_eval = experts.iter().find(|e| e.name == cfg.base).expect("validated").eval.clone();
     for &seed in &args.seeds {
-        results.entry("sft-only".into()).or_default().insert(seed, base_eval.clone());
+        results.entry(BASE_ROW.into()).or_default().insert(seed, base_eval.clone());
     }
+    let pref_standard = sft_examples(&paths.world(), "pref.json")?;
+    let mut anchor_gradients = BTreeMap::new();
     for v in &cfg.variants {
         let data = paths.data().join("variants").join(&v.name).join("amp.json");
+        if v.kind == VariantKind::Preference && v.loss.anchor_weight != 0.0 {
+            // The anchor's share of the gradient at the base, on the first batch.
+            let out = paths.data().join("anchor").join(format!("{}.json", v.name));
+            let config = MdpoConfig {
+                levels: v.levels,
+                loss: LossConfig { beta: cfg.beta, ..v.loss.clone() },
+                lr: cfg.pref.lr,
+                batch_size: cfg.pref.batch_size,
+                seed: 0,
+                bf16: false,
+                plots: false,
+                ..MdpoConfig::default()
+            };
+            let key = (st.key_of(&format!("dataset {}", v.name)), &config, st.key_of(&format!("expert {}", cfg.base)));
+            st.run(&format!("anchor {}", v.name), &key, std::slice::from_ref(&out), |_| {
+                let opts = mdpo::data::LoadOptions { levels: Some(v.levels), image_root: None, check_images: true };
+                let mut examples = mdpo::data::load_amp_file(&data, &opts)?;
+                examples.truncate(cfg.pref.batch_size);
+                let n = engine::anchor_gradient_norms(&base_dir, &paths.tokenizer(), examples, config.clone(), &paths.root.join("train").join("anchor-work"))?;
+                write_json(&out, &n)
+            })?;
+            anchor_gradients.insert(v.name.clone(), read_json::<(f64, f64, f64)>(&out)?);
+        }
         for &seed in &args.seeds {
             let run = paths.train(&v.name, seed);
             let config = MdpoConfig {
@@ -712,12 +994,19 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
                 plots: false,
                 ..MdpoConfig::default()
             };
-            let key = (st.key_of(&format!("dataset {}", v.name)), &config, st.key_of(&format!("expert {}", cfg.base)));
+            let key = (st.key_of(&format!("dataset {}", v.name)), &config, st.key_of(&format!("expert {}", cfg.base)), v.kind);
             st.run(&format!("train {} s{seed}", v.name), &key, &[engine::model_dir(&run)], |name| {
                 stage::work_dir(&run, &key)?;
-                let opts = mdpo::data::LoadOptions { levels: Some(v.levels), image_root: None, check_images: true };
-                let examples = mdpo::data::load_amp_file(&data, &opts)?;
-                engine::train_preference(name, &base_dir, &paths.tokenizer(), examples, config.clone())?;
+                match v.kind {
+                    VariantKind::SftControl => {
+                        engine::train_sft_control(name, &base_dir, &paths.tokenizer(), pref_standard.clone(), config.clone())?;
+                    }
+                    VariantKind::Preference => {
+                        let opts = mdpo::data::LoadOptions { levels: Some(v.levels), image_root: None, check_images: true };
+                        let examples = mdpo::data::load_amp_file(&data, &opts)?;
+                        engine::train_preference(name, &base_dir, &paths.tokenizer(), examples, config.clone())?;
+                    }
+                }
                 Ok(())
             })?;
             let rows = mdpo::trainer::read_metrics(&run.join("metrics.jsonl"))?;
@@ -730,6 +1019,34 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
         }
     }
 
+    // Paired-bootstrap intervals against the SFT control (items pooled over seeds).
+    let mut intervals = BTreeMap::new();
+    if let Some(control) = results.get(CONTROL_ROW) {
+        let pooled = |runs: &BTreeMap<u64, EvalResult>, f: fn(&RoundScore) -> (f64, f64)| -> Vec<stats::Count> {
+            let mut acc: Vec<stats::Count> = Vec::new();
+            for r in runs.values() {
+                let c = r.counts(f);
+                if acc.is_empty() {
+                    acc = c;
+                } else {
+                    for (a, b) in acc.iter_mut().zip(c) {
+                        a.hits += b.hits;
+                        a.total += b.total;
+                    }
+                }
+            }
+            acc
+        };
+        let (c_round, c_claim) = (pooled(control, round_counts), pooled(control, claim_counts));
+        for (name, runs) in &results {
+            let r = stats::paired_bootstrap(&pooled(runs, round_counts), &c_round, cfg.bootstrap, 0.95, cfg.world.seed);
+            let c = stats::paired_bootstrap(&pooled(runs, claim_counts), &c_claim, cfg.bootstrap, 0.95, cfg.world.seed);
+            if let (Some(r), Some(c)) = (r, c) {
+                intervals.insert(name.clone(), (r, c));
+            }
+        }
+    }
+
     // 11. Report.
     let mut report = DemoReport {
         run_dir: paths.root.clone(),
@@ -738,6 +1055,10 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
         stages: Vec::new(),
         experts,
         hallucination_falls_with_size,
+        tower: tower_report,
+        gates: Some(gate),
+        anchor_gradients,
+        intervals,
         dataset_stats,
         ranking,
         results,
@@ -759,17 +1080,21 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
     Ok(report)
 }
 
-/// Keep the first `levels − 1` generated responses of each row's final order, chosen by their
-/// *initial* rank as evenly spread over the pool as possible (K = 2 takes the last, i.e. the
-/// weakest model; K = pool + 1 takes all), and renumber the ranks. The check's verdict on each
-/// response depends only on that response and the standard, so this equals checking the subset.
-pub fn subset_rows(rows: &[CheckedRow], levels: usize) -> Vec<CheckedRow> {
+/// Keep the generated responses of `pool` (expert names, best first) — or, with an empty pool,
+/// `levels − 1` of them chosen by their *initial* rank as evenly spread over the pool as
+/// possible ([`pick_levels`]) — and renumber the ranks. The check's verdict on each response
+/// depends only on that response and the standard, so this equals checking the subset.
+pub fn subset_rows(rows: &[CheckedRow], levels: usize, pool: &[String]) -> Vec<CheckedRow> {
     rows.iter()
         .map(|r| {
             let n = r.responses.len();
             let want = pick_levels(n, levels - 1);
             let mut row = r.clone();
-            row.responses.retain(|x| want.contains(&(x.initial_rank - 1)));
+            if pool.is_empty() {
+                row.responses.retain(|x| want.contains(&(x.initial_rank - 1)));
+            } else {
+                row.responses.retain(|x| pool.contains(&x.source));
+            }
             let mut by_init: Vec<usize> = row.responses.iter().map(|x| x.initial_rank).collect();
             by_init.sort_unstable();
             for (i, x) in row.responses.iter_mut().enumerate() {
@@ -815,7 +1140,38 @@ fn grounding(tasks: &[mrhal_bench::AnswerTask], answers: &mrhal_bench::AnswerSet
             m.insert(k.to_string(), v);
         }
     }
+    for (shape, share) in t.shape_distribution() {
+        m.insert(format!("shape_share/{}", shape.name()), share);
+    }
     Ok(m)
+}
+
+/// The rule judge's per-round verdicts and claim counts of a model's benchmark answers
+/// (`amp_world::judge_dialogue` against the standard dialogue; a missing answer is judged as an
+/// empty one, as the harness's missing rounds are never scored as right).
+fn item_scores(world: &Path, answers: &mrhal_bench::AnswerSet, scenes: &SceneIndex) -> Result<Vec<ItemScore>> {
+    let recs: Vec<amp_world::BenchRecord> = amp_world::dataset::read_json(&world.join("eval_gt.json"))?;
+    let mut out = Vec::with_capacity(recs.len());
+    for rec in &recs {
+        let scene = scenes.get(&rec.id).ok_or_else(|| stage_err("eval", format!("no scene for benchmark item {}", rec.id)))?;
+        let ans: Vec<String> = answers
+            .items
+            .get(&rec.id)
+            .map(|it| it.rounds.iter().map(|a| a.clone().unwrap_or_default()).collect())
+            .unwrap_or_default();
+        let rounds = amp_world::judge_dialogue(scene, &rec.revised, &ans)
+            .iter()
+            .enumerate()
+            .map(|(k, j)| RoundScore {
+                category: rec.label.get(k).cloned().unwrap_or_default(),
+                hallucinated: j.hallucinated(),
+                claims: j.claims.iter().filter(|c| c.truth.is_some()).count(),
+                hallucinated_claims: j.hallucinations,
+            })
+            .collect();
+        out.push(ItemScore { id: rec.id.clone(), rounds });
+    }
+    Ok(out)
 }
 
 /// Evaluate the model saved in `dir` on the benchmark and POPE through mrhal-bench's harness
@@ -823,8 +1179,8 @@ fn grounding(tasks: &[mrhal_bench::AnswerTask], answers: &mrhal_bench::AnswerSet
 fn evaluate(st: &mut Stages, paths: &RunPaths, cfg: &DemoConfig, judge: &RuleJudge, scenes: &SceneIndex, name: &str, dir: &Path) -> Result<EvalResult> {
     let out = paths.eval(name);
     let result = out.join("result.json");
-    // "v2": results since the grounding metrics.
-    let key = (fingerprint_dir(dir), &cfg.gen, &cfg.world, "v2");
+    // "v3": results since the per-item scores and question-free grounding.
+    let key = (fingerprint_dir(dir), &cfg.gen, &cfg.world, "v3");
     st.run(&format!("eval {name}"), &key, std::slice::from_ref(&result), |stage| {
         if out.exists() {
             std::fs::remove_dir_all(&out).map_err(io_err(&out))?;
@@ -865,6 +1221,7 @@ fn evaluate(st: &mut Stages, paths: &RunPaths, cfg: &DemoConfig, judge: &RuleJud
             pope: pres.metrics.clone(),
             missing: mres.missing.total() + pres.missing.total(),
             grounding: grounding(&mtasks, &mset, scenes)?,
+            items: item_scores(&paths.world(), &mset, scenes)?,
         };
         write_json(&result, &r)
     })?;
@@ -910,6 +1267,41 @@ mod tests {
         bad.experts[1].patch = 10;
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains("patch 10 does not divide the image size 48"), "{e}");
+    }
+
+    #[test]
+    fn pools_pick_levels_by_expert_name_and_renumber_them() {
+        let conv = |a: &str| serde_json::json!([{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": a}]);
+        let resp = |src: &str, init: usize, fin: usize| {
+            serde_json::json!({"source": src, "initial_rank": init, "final_rank": fin, "conversation": conv(src), "check": null})
+        };
+        // The check swapped d64 and d48.
+        let row: CheckedRow = serde_json::from_value(serde_json::json!({
+            "id": "x", "index": 0, "image": "x.png", "standard": conv("std"), "standard_chunks": 1, "checked": true,
+            "changed": true, "ties": 0,
+            "responses": [resp("d96", 1, 1), resp("d48", 3, 2), resp("d64", 2, 3), resp("d32", 4, 4)],
+        }))
+        .unwrap();
+        let pool = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let k2 = subset_rows(std::slice::from_ref(&row), 2, &pool(&["d96"]));
+        assert_eq!(k2[0].responses.len(), 1);
+        assert_eq!((k2[0].responses[0].source.as_str(), k2[0].responses[0].initial_rank, k2[0].responses[0].final_rank), ("d96", 1, 1));
+        assert!(!k2[0].changed);
+        let k3 = subset_rows(std::slice::from_ref(&row), 3, &pool(&["d96", "d64"]));
+        let got: Vec<(&str, usize, usize)> = k3[0].responses.iter().map(|x| (x.source.as_str(), x.initial_rank, x.final_rank)).collect();
+        assert_eq!(got, vec![("d96", 1, 1), ("d64", 2, 2)]);
+        let k4 = subset_rows(std::slice::from_ref(&row), 4, &pool(&["d96", "d64", "d48"]));
+        let got: Vec<(&str, usize, usize)> = k4[0].responses.iter().map(|x| (x.source.as_str(), x.initial_rank, x.final_rank)).collect();
+        assert_eq!(got, vec![("d96", 1, 1), ("d48", 3, 2), ("d64", 2, 3)]);
+        assert!(k4[0].changed);
+        // The small preset's variants: every pool starts with the base, K adds experts by size.
+        let cfg = DemoConfig::preset("small").unwrap();
+        let v = |n: &str| cfg.variants.iter().find(|v| v.name == n).unwrap().pool.clone();
+        assert_eq!(v("dpo-k2"), pool(&["d96"]));
+        assert_eq!(v("mdpo-k4"), pool(&["d96", "d64", "d48"]));
+        assert_eq!(v("mdpo-k5"), pool(&["d96", "d64", "d48", "d32"]));
+        assert_eq!(v("dpo-k2-weakest"), pool(&["d32"]));
+        assert!(cfg.variants.iter().any(|v| v.kind == VariantKind::SftControl));
     }
 
     #[test]

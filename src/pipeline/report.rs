@@ -27,9 +27,137 @@ fn cell(s: Option<Spread>, digits: usize) -> String {
     s.map(|s| s.fmt(digits)).unwrap_or_else(|| "–".into())
 }
 
-/// Variants in report order: sft-only first, then the configuration's order.
+fn fmt_iv(iv: &super::stats::Interval) -> String {
+    format!("{:+.3} [{:+.3}, {:+.3}]", iv.diff, iv.lo, iv.hi)
+}
+
+/// Whether an interval of a "lower is better" difference (a − b) supports a < b.
+fn verdict(iv: &super::stats::Interval) -> &'static str {
+    if iv.hi < 0.0 {
+        "supports it"
+    } else if iv.lo > 0.0 {
+        "contradicts it (significantly worse)"
+    } else {
+        "does not support it (the interval includes 0)"
+    }
+}
+
+/// Section 3: the headline table with intervals, per-category rates, the anchor's share and
+/// one sentence per paper claim.
+fn results_with_intervals(s: &mut String, r: &DemoReport) {
+    use super::stats::{paired_bootstrap, rate, Count};
+    let _ = writeln!(s, "\n## 3. Preference training against the SFT control\n");
+    let n_items = r.results.get(super::BASE_ROW).and_then(|m| m.values().next()).map(|e| e.items.len()).unwrap_or(0);
+    let se = r
+        .results
+        .get(super::BASE_ROW)
+        .and_then(|m| m.values().next())
+        .map(|e| super::stats::binomial_se(&e.counts(super::round_counts)))
+        .unwrap_or(f64::NAN);
+    let _ = writeln!(
+        s,
+        "{} benchmark dialogues (standard error of the base's round hallucination rate {:.4}). Δ = variant − SFT control, items pooled over the {} seeds, \
+         with a paired-bootstrap 95% interval ({} resamples over the benchmark dialogues, seeded); negative Δ = fewer hallucinations than the control. \
+         The SFT control fine-tunes the base on the standard responses of the same preference prompts for the same steps (MDPO's anchor alone).\n",
+        n_items,
+        se,
+        r.seeds.len(),
+        r.config.bootstrap
+    );
+    let _ = writeln!(s, "| variant | K | levels | MRHal hal. rate ↓ | Δ vs control [95% CI] | claim hal. rate ↓ | Δ vs control [95% CI] | POPE rand acc / F1 / yes |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for v in variant_order(r) {
+        let runs = &r.results[&v];
+        let var = r.config.variants.iter().find(|x| x.name == v);
+        let k = var.map(|x| x.levels.to_string()).unwrap_or_else(|| "–".into());
+        let levels = var.map(|x| if x.pool.is_empty() { "–".to_string() } else { format!("std > {}", x.pool.join(" > ")) }).unwrap_or_else(|| "–".into());
+        let mr = cell(spread_of(runs.values(), |e| e.mrhal.get("cumulative_hallucination_rate").copied()), 3);
+        let cl = cell(spread_of(runs.values(), |e| Some(e.claim_hallucination_rate())), 3);
+        let (d1, d2) = r.intervals.get(&v).map(|(a, b)| (fmt_iv(a), fmt_iv(b))).unwrap_or(("–".into(), "–".into()));
+        let p = |m: &str| cell(spread_of(runs.values(), |e| e.pope.get(&format!("random/{m}")).copied()), 3);
+        let _ = writeln!(s, "| {v} | {k} | {levels} | {mr} | {d1} | {cl} | {d2} | {} / {} / {} |", p("accuracy"), p("f1"), p("yes_ratio"));
+    }
+    // Per-category round hallucination rates (pooled over seeds).
+    let mut cats: Vec<String> = Vec::new();
+    for runs in r.results.values() {
+        for e in runs.values() {
+            for it in &e.items {
+                for rd in &it.rounds {
+                    if !cats.contains(&rd.category) {
+                        cats.push(rd.category.clone());
+                    }
+                }
+            }
+        }
+    }
+    cats.sort();
+    if !cats.is_empty() {
+        let _ = writeln!(s, "\nRound hallucination rate per MRHal category (pooled over seeds):\n");
+        let _ = writeln!(s, "| variant | {} |", cats.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---|".repeat(cats.len()));
+        for v in variant_order(r) {
+            let mut row = format!("| {v} |");
+            for c in &cats {
+                let items: Vec<Count> = r.results[&v]
+                    .values()
+                    .flat_map(|e| e.counts(|rd| if &rd.category == c { super::round_counts(rd) } else { (0.0, 0.0) }))
+                    .collect();
+                let _ = write!(row, " {:.3} |", rate(&items));
+            }
+            let _ = writeln!(s, "{row}");
+        }
+    }
+    if !r.anchor_gradients.is_empty() {
+        let _ = writeln!(s, "\nGradient norms at the base on the first batch (unclipped): the anchor's share of the update.\n");
+        let _ = writeln!(s, "| variant | ‖∇ anchor‖ | ‖∇ pair terms‖ | ‖∇ loss‖ | anchor / (anchor + pairs) |");
+        let _ = writeln!(s, "|---|---|---|---|---|");
+        for (v, (a, p, t)) in &r.anchor_gradients {
+            let _ = writeln!(s, "| {v} | {a:.3} | {p:.3} | {t:.3} | {:.3} |", a / (a + p));
+        }
+    }
+    // One sentence per claim of the paper, from the intervals (MRHal round hallucination rate).
+    let pooled = |name: &str| -> Option<Vec<Count>> {
+        let runs = r.results.get(name)?;
+        let mut acc: Vec<Count> = Vec::new();
+        for e in runs.values() {
+            let c = e.counts(super::round_counts);
+            if acc.is_empty() {
+                acc = c;
+            } else {
+                for (a, b) in acc.iter_mut().zip(c) {
+                    a.hits += b.hits;
+                    a.total += b.total;
+                }
+            }
+        }
+        Some(acc)
+    };
+    let diff = |a: &str, b: &str| -> Option<super::stats::Interval> { paired_bootstrap(&pooled(a)?, &pooled(b)?, r.config.bootstrap, 0.95, r.config.world.seed) };
+    let k4 = r.results.contains_key("mdpo-k4");
+    let _ = writeln!(s, "\n### The paper's claims in this run (MRHal round hallucination rate, Δ [95% CI])\n");
+    let mut claim = |text: &str, a: &str, b: &str, strict: bool| {
+        match diff(a, b) {
+            Some(iv) => {
+                let v = if strict { verdict(&iv) } else if iv.lo > 0.0 { "contradicts it" } else { "is consistent with it (not significantly worse)" };
+                let _ = writeln!(s, "- {text}: {a} − {b} = {}; this run {v}.", fmt_iv(&iv));
+            }
+            None => {
+                let _ = writeln!(s, "- {text}: not measured in this run ({a} or {b} missing).");
+            }
+        }
+    };
+    if k4 {
+        claim("MDPO beats DPO (K = 4 vs binary DPO)", "mdpo-k4", "dpo-k2", true);
+        claim("MDPO beats the SFT control (the anchor alone)", "mdpo-k4", super::CONTROL_ROW, true);
+        claim("K = 4 is at least as good as K = 3", "mdpo-k4", "mdpo-k3", false);
+        claim("K = 3 beats K = 2 (MDPO)", "mdpo-k3", "mdpo-k2", true);
+        claim("the auto-check helps (checked vs unchecked ranking, K = 4)", "mdpo-k4", "mdpo-k4-initial", true);
+    }
+}
+
+/// Variants in report order: the untouched base first, then the configuration's order.
 fn variant_order(r: &DemoReport) -> Vec<String> {
-    let mut v = vec!["sft-only".to_string()];
+    let mut v = vec![super::BASE_ROW.to_string()];
     v.extend(r.config.variants.iter().map(|x| x.name.clone()));
     v.retain(|n| r.results.contains_key(n));
     v
@@ -64,23 +192,34 @@ pub fn markdown(r: &DemoReport) -> String {
         tch::get_num_threads()
     );
 
+    if let Some(t) = &r.tower {
+        let _ = writeln!(s, "## 0. Stage 0: the shared vision tower\n");
+        let _ = writeln!(
+            s,
+            "Trained alone on the per-cell labels of {} train images, then frozen for every expert and every preference run. \
+             Held-out per-cell accuracy ({} benchmark images): occupancy {:.3}, shape (with \"empty\") {:.3}, colour {:.3}, size {:.3}; \
+             all three right on {:.3} of the occupied cells.\n",
+            t.train_images, t.held_out_images, t.occupancy, t.shape, t.colour, t.size, t.all_attributes
+        );
+    }
     // Experts.
     let _ = writeln!(s, "## 1. Multi-size experts (the MEG premise)\n");
     let _ = writeln!(
         s,
-        "| expert | params | MRHal score (cum.) | MRHal hal. rate (cum.) | POPE acc (adv/pop/rand) | shape / colour / size right (located claims) |"
+        "| expert | params | claim hal. rate ↓ | MRHal score (cum.) | MRHal hal. rate (cum.) | POPE acc (adv/pop/rand) | shape / colour / size right (located claims) |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
     for e in &r.experts {
         let g = |k: &str| e.eval.mrhal.get(k).map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into());
         let p = |k: &str| e.eval.pope.get(k).map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into());
         let q = |k: &str| e.eval.grounding.get(k).map(|x| format!("{x:.2}")).unwrap_or_else(|| "–".into());
         let _ = writeln!(
             s,
-            "| {}{} | {} | {} | {} | {} / {} / {} | {} / {} / {} ({}) |",
+            "| {}{} | {} | {:.3} | {} | {} | {} / {} / {} | {} / {} / {} ({}) |",
             e.name,
             if e.name == c.base { " (base)" } else { "" },
             e.params,
+            e.eval.claim_hallucination_rate(),
             g("cumulative_score"),
             g("cumulative_hallucination_rate"),
             p("adversarial/accuracy"),
@@ -94,8 +233,15 @@ pub fn markdown(r: &DemoReport) -> String {
     }
     let _ = writeln!(
         s,
-        "\nThe last column reads every \"<size> <colour> <shape> in the <cell>\" claim of an expert's benchmark answers whose cell holds an object, and counts how often each named attribute is that object's: a grounding measure (does the model see *what* is where?)."
+        "\nThe last column reads every \"<size> <colour> <shape> in the <cell>\" claim of an expert's benchmark answers whose cell holds an object, and counts how often each named attribute is that object's, leaving out attribute words the question already named (copying them shows nothing): a grounding measure (does the model see *what* is where?). Claim hallucination rate: hallucinated / checkable claims of the benchmark answers (rule judge over the scene graph)."
     );
+    if let Some(g) = &r.gates {
+        let _ = writeln!(s, "\n### Gates (checked before preference training)\n");
+        for l in super::gates::lines(g) {
+            let _ = writeln!(s, "- {l}");
+        }
+        let _ = writeln!(s, "\nAll gates passed: **{}**.", if g.passed { "yes" } else { "NO" });
+    }
     let _ = writeln!(
         s,
         "\nHallucination rate falls strictly with model size: **{}** (single runs; the experts are trained once).\n",
@@ -144,8 +290,9 @@ pub fn markdown(r: &DemoReport) -> String {
         let _ = writeln!(s, "| {name} | {} | {} | {} | {} | {} |", d.samples, d.levels, d.checked, d.changed, d.samples_with_ties);
     }
 
+    results_with_intervals(&mut s, r);
     // Results.
-    let _ = writeln!(s, "\n## 3. Preference training: benchmark results (mean ± std over {} seeds)\n", r.seeds.len());
+    let _ = writeln!(s, "\n### All metrics (mean ± std over {} seeds)\n", r.seeds.len());
     let _ = write!(s, "| variant | K | ");
     for (_, label) in MRHAL_METRICS {
         let _ = write!(s, "MRHal {label} | ");

@@ -994,29 +994,56 @@ pub struct AttributeTally {
     pub colour_right: usize,
     pub size_named: usize,
     pub size_right: usize,
+    /// How often each shape of [`Shape::ALL`] is named by a counted claim.
+    #[serde(default)]
+    pub shape_counts: [usize; 6],
 }
 
 impl AttributeTally {
-    /// Add the located claims of one answer.
+    /// Add the located claims of one answer. An attribute word the question already names
+    /// ("Is there a red circle ...?" → "Yes, there is a small red circle in the ...") is not
+    /// counted: copying it from the question shows nothing about what the model sees.
     pub fn add_answer(&mut self, scene: &Scene, question: Option<&str>, answer: &str) {
+        let q: Vec<String> = question
+            .unwrap_or("")
+            .to_lowercase()
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect();
+        let asked = |w: &str| q.iter().any(|x| x == w);
         for c in extract_claims(answer, question) {
             let Claim::Exists(r) = c else { continue };
             let (Some(row), Some(col)) = (r.row, r.col) else { continue };
             let Some(o) = scene.at(crate::Cell { row, col }) else { continue };
             self.located += 1;
-            if let Some(s) = r.shape {
+            if let Some(s) = r.shape.filter(|s| !asked(s.name()) && !asked(s.plural())) {
                 self.shape_named += 1;
                 self.shape_right += usize::from(s == o.shape);
+                if let Some(i) = Shape::ALL.iter().position(|x| *x == s) {
+                    self.shape_counts[i] += 1;
+                }
             }
-            if let Some(c) = r.colour {
+            if let Some(c) = r.colour.filter(|c| !asked(c.name())) {
                 self.colour_named += 1;
                 self.colour_right += usize::from(c == o.colour);
             }
-            if let Some(z) = r.size {
+            if let Some(z) = r.size.filter(|z| !asked(z.name())) {
                 self.size_named += 1;
                 self.size_right += usize::from(z == o.size);
             }
         }
+    }
+    /// The shapes named (counted claims only) as `(shape, share)`, in [`Shape::ALL`] order,
+    /// shapes never named left out: a model that says "circle" for everything shows here.
+    pub fn shape_distribution(&self) -> Vec<(Shape, f64)> {
+        let n: usize = self.shape_counts.iter().sum();
+        Shape::ALL
+            .iter()
+            .zip(self.shape_counts)
+            .filter(|(_, k)| *k > 0)
+            .map(|(s, k)| (*s, k as f64 / n as f64))
+            .collect()
     }
     fn ratio(right: usize, named: usize) -> f64 {
         if named == 0 {
@@ -1060,5 +1087,13 @@ mod attribute_tests {
         assert_eq!((t.colour_right, t.colour_named), (2, 2));
         assert_eq!((t.size_right, t.size_named), (1, 2));
         assert_eq!(t.shape_accuracy(), 0.5);
+        assert_eq!(t.shape_distribution(), vec![(Shape::Circle, 1.0)]);
+        // Attribute words of the question are not counted: "red circle" is copied, "small" is not.
+        let mut t = AttributeTally::default();
+        t.add_answer(&scene, Some("Is there a red circle in the image?"), "Yes, there is a small red circle in the top left.");
+        assert_eq!((t.located, t.shape_named, t.colour_named, t.size_named, t.size_right), (1, 0, 0, 1, 1));
+        let mut t = AttributeTally::default();
+        t.add_answer(&scene, Some("How many circles are there?"), "There is a large blue circle in the bottom right.");
+        assert_eq!((t.shape_named, t.colour_named, t.colour_right), (0, 1, 1));
     }
 }

@@ -43,6 +43,26 @@ pub struct WorldConfig {
     /// Target vocabulary size of the BPE tokenizer (training stops earlier when every word of
     /// the corpus is one token).
     pub vocab_size: usize,
+    /// Canonical text ([`crate::canonical`]): one phrasing per question type, single-round
+    /// records are the caption, and `grounded_fraction` of the train/pref dialogue rounds read
+    /// one cell (existence, "What is in the <cell>?", attribute by cell). The benchmark's
+    /// dialogues keep the six MRHal categories (canonically phrased). Off by default; absent
+    /// from the JSON when off, so older worlds keep their bytes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub canonical: bool,
+    /// See `canonical` (ignored without it).
+    #[serde(default = "default_grounded", skip_serializing_if = "is_default_grounded")]
+    pub grounded_fraction: f64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn default_grounded() -> f64 {
+    0.6
+}
+fn is_default_grounded(x: &f64) -> bool {
+    *x == default_grounded()
 }
 
 impl WorldConfig {
@@ -67,6 +87,8 @@ impl WorldConfig {
             min_rounds: 2,
             max_rounds: 4,
             vocab_size: 1000,
+            canonical: false,
+            grounded_fraction: default_grounded(),
         }
     }
     /// The default demo world (sized so that hallucination is graded by model size; docs/demo.md).
@@ -158,6 +180,9 @@ impl WorldConfig {
                     self.min_rounds, self.max_rounds
                 ),
             );
+        }
+        if !(0.0..=1.0).contains(&self.grounded_fraction) {
+            return bad("grounded_fraction", format!("{} not in 0..=1", self.grounded_fraction));
         }
         if self.vocab_size < 300 {
             return bad(

@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// Stage-1 caption data of a canonical world (`<root>/captions.json`, LLaVA format).
+pub const CAPTIONS: &str = "captions.json";
+
 /// Which part of the world a scene belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,6 +94,11 @@ impl World {
         Ok(World { config })
     }
 
+    /// The configuration.
+    pub fn config(&self) -> &WorldConfig {
+        &self.config
+    }
+
     /// Number of scenes of a split.
     pub fn len(&self, split: Split) -> usize {
         match split {
@@ -138,6 +146,15 @@ impl World {
     /// probability `description_fraction`) or a multi-round dialogue.
     pub fn conversation(&self, scene: &Scene) -> Vec<Turn> {
         let mut rng = self.text_rng(scene, 1);
+        if self.config.canonical {
+            return if rng.chance(self.config.description_fraction) {
+                crate::canonical::caption_conversation(scene)
+            } else {
+                let rounds = rng.range(self.config.min_rounds, self.config.max_rounds);
+                let g = self.config.grounded_fraction;
+                crate::canonical::dialogue(scene, rounds, g, &self.config.vocab(), &mut rng).0
+            };
+        }
         if rng.chance(self.config.description_fraction) {
             description_conversation(scene, &mut rng)
         } else {
@@ -159,7 +176,12 @@ impl World {
     pub fn bench_record(&self, scene: &Scene) -> BenchRecord {
         let mut rng = self.text_rng(scene, 2);
         let rounds = rng.range(self.config.min_rounds, self.config.max_rounds);
-        let (revised, cats) = dialogue(scene, rounds, &self.config.vocab(), &mut rng);
+        let (revised, cats) = if self.config.canonical {
+            // The six MRHal categories, canonically phrased (no extra grounded rounds).
+            crate::canonical::dialogue(scene, rounds, 0.0, &self.config.vocab(), &mut rng)
+        } else {
+            dialogue(scene, rounds, &self.config.vocab(), &mut rng)
+        };
         BenchRecord {
             id: scene.id.clone(),
             image: Self::image_name(&scene.id),
@@ -232,6 +254,17 @@ impl World {
         let pope_scenes: Vec<Scene> = by_split(Split::Pope).cloned().collect();
         let pope = self.pope(&pope_scenes);
         write_json(&root.join("train.json"), &train)?;
+        if self.config.canonical {
+            // Stage-1 (projector alignment) data: the caption of every train scene.
+            let captions: Vec<InstructionRecord> = by_split(Split::Train)
+                .map(|s| InstructionRecord {
+                    id: s.id.clone(),
+                    image: Self::image_name(&s.id),
+                    conversations: crate::canonical::caption_conversation(s),
+                })
+                .collect();
+            write_json(&root.join(CAPTIONS), &captions)?;
+        }
         write_json(&root.join("pref.json"), &pref)?;
         write_json(&root.join("eval_gt.json"), &bench)?;
         let mut pope_files = Vec::new();

@@ -20,6 +20,7 @@
 //! let manifest = World::new(WorldConfig::small())?.write(std::path::Path::new("target/world"))?;
 //! # Ok::<(), amp_world::WorldError>(())
 //! ```
+pub mod canonical;
 pub mod claims;
 pub mod config;
 pub mod dataset;

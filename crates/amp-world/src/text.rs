@@ -119,11 +119,11 @@ fn article(next: &str) -> &'static str {
     }
 }
 
-fn with_article(np: &str) -> String {
+pub(crate) fn with_article(np: &str) -> String {
     format!("{} {np}", article(np))
 }
 
-fn capitalise(s: &str) -> String {
+pub(crate) fn capitalise(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
@@ -221,7 +221,7 @@ fn the_ref(scene: &Scene, i: usize, rng: &mut Rng) -> String {
     format!("the {}", noun_phrase(&scene.objects[i], f))
 }
 
-fn count_phrase(n: usize, singular: &str, plural: &str) -> String {
+pub(crate) fn count_phrase(n: usize, singular: &str, plural: &str) -> String {
     match n {
         0 => format!("no {plural}"),
         1 => format!("one {singular}"),
@@ -229,7 +229,7 @@ fn count_phrase(n: usize, singular: &str, plural: &str) -> String {
     }
 }
 
-fn there_be(n: usize) -> &'static str {
+pub(crate) fn there_be(n: usize) -> &'static str {
     if n == 1 {
         "there is"
     } else {
@@ -287,7 +287,7 @@ fn describe_question(rng: &mut Rng) -> String {
     .to_string()
 }
 
-fn all_cells() -> Vec<Cell> {
+pub(crate) fn all_cells() -> Vec<Cell> {
     (0..9u8)
         .map(|i| Cell {
             row: i / 3,
@@ -395,7 +395,7 @@ fn q_description(scene: &Scene, rng: &mut Rng) -> Option<Qa> {
 
 /// A (colour, shape, size) that no object of the scene has, close to a present one (one attribute
 /// changed) when `adversarial`.
-fn absent_object(
+pub(crate) fn absent_object(
     scene: &Scene,
     rng: &mut Rng,
     colours: &[crate::Colour],
@@ -588,7 +588,7 @@ fn q_counting(scene: &Scene, rng: &mut Rng, ctx: &Vocab) -> Option<Qa> {
 }
 
 /// Index of the unique object maximising `key`, if unique.
-fn unique_argmax(scene: &Scene, key: impl Fn(&Object) -> i32) -> Option<usize> {
+pub(crate) fn unique_argmax(scene: &Scene, key: impl Fn(&Object) -> i32) -> Option<usize> {
     let best = scene.objects.iter().map(&key).max()?;
     let idx: Vec<usize> = (0..scene.objects.len())
         .filter(|&i| key(&scene.objects[i]) == best)
