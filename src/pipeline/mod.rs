@@ -962,7 +962,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
                 lr: cfg.pref.lr,
                 batch_size: cfg.pref.batch_size,
                 seed: 0,
-                bf16: false,
+                grad_accum: 1,
                 plots: false,
                 ..MdpoConfig::default()
             };

@@ -140,8 +140,9 @@ pub fn train(world_dir: &Path, world: &WorldConfig, scenes: &SceneIndex, train: 
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(Device::Cpu);
     let split = classes(world);
+    let random = mllm::checkpoint::Weights::random();
     let m = Heads {
-        tower: ClipVisionTransformer::new(&(vs.root() / "vision_model"), &vcfg),
+        tower: ClipVisionTransformer::new(&(&mllm::checkpoint::VarBuilder::new(&vs, &random) / "vision_model"), &vcfg),
         head: nn::linear(vs.root() / "cell_head", spec.hidden, split.0 + split.1 + split.2, Default::default()),
         split,
     };
