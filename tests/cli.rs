@@ -229,7 +229,7 @@ fn generate_with_incremental_generation_makes_k_minus_2_levels_and_resumes_after
             "generate", "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--ig-base",
             base.to_str().unwrap(), "--ig-subsets", "2", "--ig-fraction", "0.5", "--ig-lora-r", "4", "--ig-lora-alpha", "8",
             "--ig-batch-size", "1", "--ig-epochs", "3", "--ig-save-every", "1", "--ig-lr", "0.01", "--num-beams", "1",
-            "--temperature", "0", "--max-new-tokens", "4", "--jobs", "1",
+            "--temperature", "0", "--max-new-tokens", "4", "--jobs", "1", "--allow-outside-root",
         ]
         .map(String::from)
         .to_vec()
