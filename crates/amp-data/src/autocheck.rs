@@ -14,8 +14,16 @@
 //! their gpt turns. If S has no chunk the check cannot judge the sample and the initial ranking is
 //! kept (reported in the diagnostics); a G with no chunk gets Acc = score = 0.
 //!
-//! Embeddings are computed once per sample: all chunk texts (resp. sentences) of S and of the K−1
-//! generated responses are de-duplicated and embedded in one batch per expert.
+//! Embeddings are computed once per batch of samples ([`AutoChecker::check_batch`]; [`check`]
+//! is a batch of one): all chunk texts (resp. sentences) of every standard and generated response
+//! of the batch are de-duplicated across the batch (a standard's chunks recur in its K − 1
+//! comparisons, and a world's or data set's phrases across samples) and handed to each expert in
+//! one call, longest first. The experts ([`mllm::BertEncoder`]-backed ones) sort a call's texts
+//! by token length into fixed-size batches, so texts from many samples share a batch with texts
+//! of nearly the same length: padding, the cost of one batch per sample, all but vanishes
+//! (measured in `benches/autocheck.rs`, docs/benchmarks.md).
+//!
+//! [`check`]: AutoChecker::check
 use crate::chunker::{ChunkedText, Chunker};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
@@ -158,7 +166,7 @@ pub struct AutoChecker<L, G> {
     pub config: AutoCheckConfig,
 }
 
-/// De-duplicating embedding cache for one sample.
+/// De-duplicating embedding cache for one batch of samples.
 struct Cache {
     index: HashMap<String, usize>,
     texts: Vec<String>,
@@ -182,20 +190,29 @@ impl Cache {
         self.texts.push(t.to_string());
         i
     }
+    /// Embeds every text in one call, longest first (so an embedder that batches in order pads
+    /// little), and stores the vectors in insertion order.
     fn fill(&mut self, e: &dyn SentenceEmbedder) -> Result<()> {
         if self.texts.is_empty() {
             return Ok(());
         }
-        let v = e.embed(&self.texts)?;
-        if v.len() != self.texts.len() {
+        let mut order: Vec<usize> = (0..self.texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.texts[i].len()));
+        let sorted: Vec<String> = order.iter().map(|&i| self.texts[i].clone()).collect();
+        let v = e.embed(&sorted)?;
+        if v.len() != sorted.len() {
             return Err(crate::AmpDataError::Embedding(format!(
                 "{} returned {} vectors for {} texts",
                 e.name(),
                 v.len(),
-                self.texts.len()
+                sorted.len()
             )));
         }
-        self.vecs = v.into_iter().map(normalize).collect();
+        let mut vecs = vec![Vec::new(); v.len()];
+        for (row, &i) in v.into_iter().zip(&order) {
+            vecs[i] = normalize(row);
+        }
+        self.vecs = vecs;
         Ok(())
     }
 }
@@ -229,8 +246,29 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
     /// Checks one sample: `standard` and each generated response are given by their gpt turns;
     /// the generated ones in initial-rank order (best first).
     pub fn check(&self, standard: &[String], generated: &[Vec<String>]) -> Result<SampleCheck> {
-        let s = self.chunk_turns(standard);
-        let gs: Vec<ChunkedText> = generated.iter().map(|g| self.chunk_turns(g)).collect();
+        let mut out = self.check_batch(&[(standard, generated)])?;
+        Ok(out.pop().expect("one sample in, one out"))
+    }
+
+    /// Checks several samples with one embedding call per expert over their de-duplicated texts
+    /// (module docs). Each sample is `(standard turns, generated responses' turns)`; the result is
+    /// the same as [`check`](Self::check) on each, up to the experts' float rounding.
+    pub fn check_batch<S, R>(&self, samples: &[(S, R)]) -> Result<Vec<SampleCheck>>
+    where
+        S: AsRef<[String]> + Sync,
+        R: AsRef<[Vec<String>]> + Sync,
+    {
+        use rayon::prelude::*;
+        // chunking is per text and independent: spread it over the rayon pool
+        let chunked: Vec<(ChunkedText, Vec<ChunkedText>)> = samples
+            .par_iter()
+            .map(|(s, g)| {
+                (
+                    self.chunk_turns(s.as_ref()),
+                    g.as_ref().iter().map(|r| self.chunk_turns(r)).collect(),
+                )
+            })
+            .collect();
         let (mut lc, mut gc) = (Cache::new(), Cache::new());
         let ids = |c: &ChunkedText, lc: &mut Cache, gc: &mut Cache| -> (Vec<usize>, Vec<usize>) {
             let l = c.chunks.iter().map(|ch| lc.add(&ch.text)).collect();
@@ -239,38 +277,66 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
                 .collect();
             (l, g)
         };
-        let s_ids = ids(&s, &mut lc, &mut gc);
-        let g_ids: Vec<_> = gs.iter().map(|g| ids(g, &mut lc, &mut gc)).collect();
+        // samples whose standard has no chunk cannot be judged: their texts are not embedded
+        let all_ids: Vec<Option<(Ids, Vec<Ids>)>> = chunked
+            .iter()
+            .map(|(s, gs)| {
+                (!s.chunks.is_empty()).then(|| {
+                    let s_ids = ids(s, &mut lc, &mut gc);
+                    let g_ids = gs.iter().map(|g| ids(g, &mut lc, &mut gc)).collect();
+                    (s_ids, g_ids)
+                })
+            })
+            .collect();
+        lc.fill(&self.local)?;
+        gc.fill(&self.global)?;
+        Ok(chunked
+            .iter()
+            .zip(&all_ids)
+            .map(|((s, gs), ids)| self.score(s, gs, ids.as_ref(), &lc, &gc))
+            .collect())
+    }
+
+    /// Eq. 1–2 and the re-ranking of one sample from the batch's embeddings.
+    fn score(
+        &self,
+        s: &ChunkedText,
+        gs: &[ChunkedText],
+        ids: Option<&(Ids, Vec<Ids>)>,
+        lc: &Cache,
+        gc: &Cache,
+    ) -> SampleCheck {
         let m = s.chunks.len();
-        let mut responses = Vec::with_capacity(generated.len());
-        if m > 0 {
-            lc.fill(&self.local)?;
-            gc.fill(&self.global)?;
-        }
         let tau = self.config.tau;
         fn pick<'a>(c: &'a Cache, ids: &[usize]) -> Vec<&'a [f32]> {
             ids.iter().map(|&i| c.vecs[i].as_slice()).collect()
         }
-        for (gi, (gl, gg)) in g_ids.iter().enumerate() {
-            if m == 0 {
-                responses.push(ResponseCheck {
-                    n_chunks: gs[gi].chunks.len(),
+        let responses: Vec<ResponseCheck> = match ids {
+            None => gs
+                .iter()
+                .map(|g| ResponseCheck {
+                    n_chunks: g.chunks.len(),
                     ..Default::default()
-                });
-                continue;
-            }
-            let local = match_metric(&pick(&lc, &s_ids.0), &pick(&lc, gl), tau);
-            let global = match_metric(&pick(&gc, &s_ids.1), &pick(&gc, gg), tau);
-            responses.push(ResponseCheck {
-                acc: (local.acc + global.acc) / 2.0,
-                score: (local.score + global.score) / 2.0,
-                local,
-                global,
-                n_chunks: gs[gi].chunks.len(),
-            });
-        }
+                })
+                .collect(),
+            Some((s_ids, g_ids)) => g_ids
+                .iter()
+                .zip(gs)
+                .map(|((gl, gg), g)| {
+                    let local = match_metric(&pick(lc, &s_ids.0), &pick(lc, gl), tau);
+                    let global = match_metric(&pick(gc, &s_ids.1), &pick(gc, gg), tau);
+                    ResponseCheck {
+                        acc: (local.acc + global.acc) / 2.0,
+                        score: (local.score + global.score) / 2.0,
+                        local,
+                        global,
+                        n_chunks: g.chunks.len(),
+                    }
+                })
+                .collect(),
+        };
         let (order, ties) = if m == 0 {
-            ((0..generated.len()).collect(), 0)
+            ((0..gs.len()).collect(), 0)
         } else {
             rank(&responses)
         };
@@ -281,17 +347,20 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
                 .map(|ch| ch.text.clone())
                 .collect::<Vec<_>>()
         };
-        Ok(SampleCheck {
+        SampleCheck {
             responses,
             standard_chunks: m,
-            standard_chunk_texts: texts(&s),
+            standard_chunk_texts: texts(s),
             response_chunk_texts: gs.iter().map(texts).collect(),
             order,
             changed,
             ties,
-        })
+        }
     }
 }
+
+/// Rows of a response's chunks (local) and of their sentences (global) in the batch caches.
+type Ids = (Vec<usize>, Vec<usize>);
 
 /// Sorts responses by (Acc desc, score desc), stable (ties keep the initial order). Returns the
 /// order and the number of adjacent exact ties.

@@ -44,6 +44,7 @@ pub mod error;
 pub mod generate;
 #[cfg(feature = "mllm")]
 pub mod minilm;
+pub mod np_tags;
 pub mod pipeline;
 pub mod tagger;
 

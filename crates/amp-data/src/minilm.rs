@@ -52,18 +52,27 @@ pub type ClipTextEmbedder = Embedder<mllm::ClipTextEncoder>;
 impl<E: TextEncoder> Embedder<E> {
     /// Wraps a loaded encoder (switching its L2 normalisation on).
     pub fn new(name: impl Into<String>, encoder: E) -> Self {
-        Self { name: name.into(), inner: Mutex::new(encoder.normalized()) }
+        Self {
+            name: name.into(),
+            inner: Mutex::new(encoder.normalized()),
+        }
     }
 }
 
 fn dir_name(dir: &Path, fallback: &str) -> String {
-    dir.file_name().and_then(|n| n.to_str()).unwrap_or(fallback).to_string()
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(fallback)
+        .to_string()
 }
 
 impl BertEmbedder {
     /// Loads a model directory (see [`mllm::BertEncoder::load`]) on the CPU.
     pub fn load(dir: &Path) -> Result<Self, mllm::MllmError> {
-        Ok(Self::new(dir_name(dir, "bert"), mllm::BertEncoder::load(dir, tch::Device::Cpu)?))
+        Ok(Self::new(
+            dir_name(dir, "bert"),
+            mllm::BertEncoder::load(dir, tch::Device::Cpu)?,
+        ))
     }
 
     /// The real all-MiniLM-L6-v2 ([`mllm::minilm_dir`]), or an error saying where it was looked for.
@@ -84,7 +93,10 @@ impl BertEmbedder {
 impl ClipTextEmbedder {
     /// Loads a CLIP directory (see [`mllm::ClipTextEncoder::load`]) on the CPU.
     pub fn load(dir: &Path) -> Result<Self, mllm::MllmError> {
-        Ok(Self::new(dir_name(dir, "clip-text"), mllm::ClipTextEncoder::load(dir, tch::Device::Cpu)?))
+        Ok(Self::new(
+            dir_name(dir, "clip-text"),
+            mllm::ClipTextEncoder::load(dir, tch::Device::Cpu)?,
+        ))
     }
 }
 
@@ -95,6 +107,8 @@ impl<E: TextEncoder> SentenceEmbedder for Embedder<E> {
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let encoder = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        encoder.embed_texts(&refs).map_err(|e| AmpDataError::Embedding(format!("{}: {e}", self.name)))
+        encoder
+            .embed_texts(&refs)
+            .map_err(|e| AmpDataError::Embedding(format!("{}: {e}", self.name)))
     }
 }

@@ -121,7 +121,10 @@ fn span_texts(doc: &Value, key: &str, noun_root_only: bool) -> Vec<String> {
     let toks = doc["tokens"].as_array().unwrap();
     let mut out = Vec::new();
     for sp in doc[key].as_array().unwrap() {
-        let (s, e) = (sp[0].as_u64().unwrap() as usize, sp[1].as_u64().unwrap() as usize);
+        let (s, e) = (
+            sp[0].as_u64().unwrap() as usize,
+            sp[1].as_u64().unwrap() as usize,
+        );
         if noun_root_only {
             // the root of a noun chunk is its last token's head-most noun; spaCy's chunks end at
             // their root
@@ -153,7 +156,8 @@ fn measure(chunker: &Chunker, docs: &[Value]) -> SetReport {
         rep.longest.add(&gold, &pred);
         rep.plain.add(&span_texts(doc, "noun_chunks", true), &pred);
         if matches(&gold, &pred) != gold.len() || gold.len() != pred.len() {
-            rep.misses.push(format!("{text}\n    spaCy: {gold:?}\n    ours:  {pred:?}"));
+            rep.misses
+                .push(format!("{text}\n    spaCy: {gold:?}\n    ours:  {pred:?}"));
         }
         // noun recall: spaCy's NOUN/PROPN tokens inside one of our chunks (squeezed offsets)
         let sq = squeeze(text);
@@ -214,7 +218,7 @@ fn chunker_matches_spacy_longest_noun_chunks() {
             r.nouns.0,
             r.nouns.1
         );
-        if std::env::var("AMP_SHOW_MISSES").is_ok() {
+        if std::env::var("AMP_SHOW_MISSES").is_ok_and(|v| v.split(',').any(|s| s == set)) {
             for m in &r.misses {
                 println!("  {m}");
             }
@@ -224,15 +228,23 @@ fn chunker_matches_spacy_longest_noun_chunks() {
     let (tune, held) = (f1["captions"], f1["heldout"]);
     // the captions with the world text form the tuning corpus
     assert!(tune >= FLOOR, "caption F1 {tune:.3} < {FLOOR}");
-    assert!(f1["world"] >= FLOOR, "world F1 {:.3} < {FLOOR}", f1["world"]);
+    assert!(
+        f1["world"] >= FLOOR,
+        "world F1 {:.3} < {FLOOR}",
+        f1["world"]
+    );
     assert!(
         (tune - held).abs() <= HELD_OUT_TOLERANCE,
         "held-out F1 {held:.3} differs from the tuning F1 {tune:.3} by more than {HELD_OUT_TOLERANCE}"
     );
 }
 
-/// Required exact-match F1 against spaCy's longest noun chunks. Today's figure (textblob's Brill
-/// tagger + the shallow chunker): captions 0.763, held-out 0.820, world 0.903.
-const FLOOR: f64 = 0.76;
-/// Allowed |tuning − held-out| F1 gap (today 0.057).
-const HELD_OUT_TOLERANCE: f64 = 0.06;
+/// Required exact-match F1 against spaCy's longest noun chunks. Textblob's Brill tagger + the old
+/// chunker (clausal modifiers attached) scored captions 0.763, held-out 0.820, world 0.903; the
+/// lexical tags + `np_tags` rules + PP-only chunks score 0.914 / 0.921 / 0.906. The goal of 0.95
+/// is not reached: about 30 of the 338 tuning captions are ones where spaCy's small model itself
+/// misreads a verb as a noun ("A sailboat drifts on the calm sea" as one chunk), which a rule
+/// chunker that reads the verb correctly cannot match.
+const FLOOR: f64 = 0.90;
+/// Allowed |tuning − held-out| F1 gap.
+const HELD_OUT_TOLERANCE: f64 = 0.03;

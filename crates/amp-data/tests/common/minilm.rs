@@ -19,6 +19,20 @@ impl MiniLm {
     }
 }
 
+impl MiniLm {
+    /// Token count of each text (with [CLS]/[SEP]), as the encoder will run it.
+    pub fn token_lens(&self, texts: &[String]) -> Vec<usize> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let enc = self.0.lock().unwrap();
+        let max = enc.max_seq_length();
+        enc.tokenize(&refs)
+            .unwrap()
+            .iter()
+            .map(|t| t.len().min(max))
+            .collect()
+    }
+}
+
 impl SentenceEmbedder for MiniLm {
     fn name(&self) -> String {
         "all-MiniLM-L6-v2".into()
