@@ -99,13 +99,23 @@ fn response(rng: &mut Lcg) -> String {
     s.trim_end().to_string()
 }
 
-/// The encoder's batch size (mllm's `DEFAULT_BATCH_SIZE`); texts of one call are length-sorted.
+/// The encoder's batch size (mllm's `DEFAULT_BATCH_SIZE`): before `check_batch`, one call per
+/// sample and expert, length-sorted by the encoder into batches of this size.
 const ENCODER_BATCH: usize = 128;
 
-/// Tokens the encoder executes for one call: length-sorted batches padded to their longest.
+/// Tokens the encoder executes for one call per sample: length-sorted batches padded to their
+/// longest.
 fn executed(mut lens: Vec<usize>) -> usize {
     lens.sort_unstable_by(|a, b| b.cmp(a));
     lens.chunks(ENCODER_BATCH).map(|c| c[0] * c.len()).sum()
+}
+
+/// Tokens executed by `check_batch`'s length buckets ([`amp_data::autocheck::embedding_batches`]).
+fn executed_bucketed(lens: &[usize]) -> usize {
+    amp_data::autocheck::embedding_batches(lens)
+        .iter()
+        .map(|b| b.iter().map(|&i| lens[i]).max().unwrap_or(0) * b.len())
+        .sum()
 }
 
 /// Sustained GFLOP/s of a float GEMM of MiniLM's feed-forward shape ([4096, 384] x [384, 1536]).
@@ -271,7 +281,7 @@ fn main() {
         v.dedup();
         let ls = lens(v);
         real_b += ls.iter().sum::<usize>();
-        exec_b += executed(ls);
+        exec_b += executed_bucketed(&ls);
     }
     let gflops = gemm_gflops();
     // the limit: useful (real-token) FLOPs at the measured GEMM rate; attention at the mean length

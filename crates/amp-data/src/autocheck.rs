@@ -17,11 +17,12 @@
 //! Embeddings are computed once per batch of samples ([`AutoChecker::check_batch`]; [`check`]
 //! is a batch of one): all chunk texts (resp. sentences) of every standard and generated response
 //! of the batch are de-duplicated across the batch (a standard's chunks recur in its K − 1
-//! comparisons, and a world's or data set's phrases across samples) and handed to each expert in
-//! one call, longest first. The experts ([`mllm::BertEncoder`]-backed ones) sort a call's texts
-//! by token length into fixed-size batches, so texts from many samples share a batch with texts
-//! of nearly the same length: padding, the cost of one batch per sample, all but vanishes
-//! (measured in `benches/autocheck.rs`, docs/benchmarks.md).
+//! comparisons, and a world's or data set's phrases across samples), sorted by token length
+//! ([`SentenceEmbedder::token_lens`]) and embedded in slices of [`EMBED_BATCH`], so texts from
+//! many samples share a call with texts of nearly the same length: the padding of one call per
+//! sample (every text padded to the sample's longest) all but vanishes (measured in
+//! `benches/autocheck.rs`, docs/benchmarks.md). The vectors depend on the batch only through the
+//! encoder's float rounding.
 //!
 //! [`check`]: AutoChecker::check
 use crate::chunker::{ChunkedText, Chunker};
@@ -35,6 +36,11 @@ pub trait SentenceEmbedder: Send + Sync {
     fn name(&self) -> String;
     /// Embeds a batch of texts; every returned vector has unit L2 norm.
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+    /// Each text's length in the encoder's tokens, when the embedder can tell: the auto-check
+    /// then buckets texts by it (see [`embedding_batches`]); otherwise by characters.
+    fn token_lens(&self, _texts: &[String]) -> Option<Vec<usize>> {
+        None
+    }
 }
 
 impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for &T {
@@ -43,6 +49,9 @@ impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for &T {
     }
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         (**self).embed(texts)
+    }
+    fn token_lens(&self, texts: &[String]) -> Option<Vec<usize>> {
+        (**self).token_lens(texts)
     }
 }
 
@@ -53,6 +62,9 @@ impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for Box<T> {
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         (**self).embed(texts)
     }
+    fn token_lens(&self, texts: &[String]) -> Option<Vec<usize>> {
+        (**self).token_lens(texts)
+    }
 }
 
 impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for std::sync::Arc<T> {
@@ -62,6 +74,22 @@ impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for std::sync::Arc<T> {
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         (**self).embed(texts)
     }
+    fn token_lens(&self, texts: &[String]) -> Option<Vec<usize>> {
+        (**self).token_lens(texts)
+    }
+}
+
+/// Texts per embedding call: small enough that a call's texts, sorted by token length, have
+/// nearly equal lengths (little padding), large enough to keep the GEMMs efficient.
+pub const EMBED_BATCH: usize = 64;
+
+/// The auto-check's embedding calls for texts of the given lengths: indices sorted by length,
+/// longest first, in slices of [`EMBED_BATCH`]. Each call is padded to its longest text, so the
+/// executed tokens are `Σ len(slice) × max(slice)` (the benchmark reports that over the real ones).
+pub fn embedding_batches(lens: &[usize]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    order.chunks(EMBED_BATCH).map(<[usize]>::to_vec).collect()
 }
 
 /// Auto-check settings.
@@ -190,27 +218,31 @@ impl Cache {
         self.texts.push(t.to_string());
         i
     }
-    /// Embeds every text in one call, longest first (so an embedder that batches in order pads
-    /// little), and stores the vectors in insertion order.
+    /// Embeds the texts in length buckets ([`embedding_batches`]) and stores the vectors in
+    /// insertion order.
     fn fill(&mut self, e: &dyn SentenceEmbedder) -> Result<()> {
         if self.texts.is_empty() {
             return Ok(());
         }
-        let mut order: Vec<usize> = (0..self.texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(self.texts[i].len()));
-        let sorted: Vec<String> = order.iter().map(|&i| self.texts[i].clone()).collect();
-        let v = e.embed(&sorted)?;
-        if v.len() != sorted.len() {
-            return Err(crate::AmpDataError::Embedding(format!(
-                "{} returned {} vectors for {} texts",
-                e.name(),
-                v.len(),
-                sorted.len()
-            )));
-        }
-        let mut vecs = vec![Vec::new(); v.len()];
-        for (row, &i) in v.into_iter().zip(&order) {
-            vecs[i] = normalize(row);
+        let lens = e
+            .token_lens(&self.texts)
+            .filter(|l| l.len() == self.texts.len())
+            .unwrap_or_else(|| self.texts.iter().map(|t| t.chars().count()).collect());
+        let mut vecs = vec![Vec::new(); self.texts.len()];
+        for batch in embedding_batches(&lens) {
+            let texts: Vec<String> = batch.iter().map(|&i| self.texts[i].clone()).collect();
+            let v = e.embed(&texts)?;
+            if v.len() != texts.len() {
+                return Err(crate::AmpDataError::Embedding(format!(
+                    "{} returned {} vectors for {} texts",
+                    e.name(),
+                    v.len(),
+                    texts.len()
+                )));
+            }
+            for (row, &i) in v.into_iter().zip(&batch) {
+                vecs[i] = normalize(row);
+            }
         }
         self.vecs = vecs;
         Ok(())

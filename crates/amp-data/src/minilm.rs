@@ -16,6 +16,8 @@ pub trait TextEncoder: Send {
     fn normalized(self) -> Self;
     /// One vector per text, in input order.
     fn embed_texts(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<f32>>>;
+    /// Token ids per text, as the encoder runs them (for length bucketing).
+    fn token_ids(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<u32>>>;
 }
 
 impl TextEncoder for mllm::BertEncoder {
@@ -25,6 +27,9 @@ impl TextEncoder for mllm::BertEncoder {
     fn embed_texts(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<f32>>> {
         self.embed_vecs(texts)
     }
+    fn token_ids(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<u32>>> {
+        self.tokenize(texts)
+    }
 }
 
 impl TextEncoder for mllm::ClipTextEncoder {
@@ -33,6 +38,9 @@ impl TextEncoder for mllm::ClipTextEncoder {
     }
     fn embed_texts(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<f32>>> {
         self.embed_vecs(texts)
+    }
+    fn token_ids(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<u32>>> {
+        self.tokenize(texts)
     }
 }
 

@@ -45,4 +45,7 @@ impl SentenceEmbedder for MiniLm {
             .embed_vecs(&refs)
             .map_err(|e| AmpDataError::Embedding(e.to_string()))
     }
+    fn token_lens(&self, texts: &[String]) -> Option<Vec<usize>> {
+        Some(MiniLm::token_lens(self, texts))
+    }
 }
