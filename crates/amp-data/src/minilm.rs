@@ -99,7 +99,18 @@ impl BertEmbedder {
 }
 
 impl ClipTextEmbedder {
-    /// Loads a CLIP directory (see [`mllm::ClipTextEncoder::load`]) on the CPU.
+    /// Loads a CLIP directory (see [`mllm::ClipTextEncoder::load`]) on the CPU: the paper's
+    /// noun-chunk expert (AMP §3.1.3), `amp check --local-expert clip:DIR`.
+    ///
+    /// Which checkpoint: the paper names the CLIP text encoder but not its variant. Point `DIR`
+    /// at a local copy of Hugging Face `openai/clip-vit-large-patch14-336` (LLaVA-1.5's own vision
+    /// tower, so chunks are compared in the embedding space of the CLIP the model was built on;
+    /// `openai/clip-vit-large-patch14` is the same architecture at 224 px). The directory needs
+    /// `config.json`, `model.safetensors` and `tokenizer.json`; a full `CLIPModel` or a
+    /// `CLIPTextModelWithProjection` checkpoint both load (the vision half is skipped). Texts
+    /// longer than the checkpoint's 77 positions are truncated by the encoder; noun chunks never are.
+    /// τ = 0.85 is the paper's threshold for this expert; the offline default stays
+    /// all-MiniLM-L6-v2 ([`BertEmbedder::minilm`]), whose similarity scale differs.
     pub fn load(dir: &Path) -> Result<Self, mllm::MllmError> {
         Ok(Self::new(
             dir_name(dir, "clip-text"),
