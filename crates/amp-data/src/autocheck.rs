@@ -18,7 +18,8 @@
 //! is a batch of one): all chunk texts (resp. sentences) of every standard and generated response
 //! of the batch are de-duplicated across the batch (a standard's chunks recur in its K − 1
 //! comparisons, and a world's or data set's phrases across samples), sorted by token length
-//! ([`SentenceEmbedder::token_lens`]) and embedded in slices of [`EMBED_BATCH`], so texts from
+//! ([`SentenceEmbedder::token_lens`]) and embedded in calls of about [`EMBED_TOKENS`] padded
+//! tokens ([`embedding_batches`]), so texts from
 //! many samples share a call with texts of nearly the same length: the padding of one call per
 //! sample (every text padded to the sample's longest) all but vanishes (measured in
 //! `benches/autocheck.rs`, docs/benchmarks.md). The vectors depend on the batch only through the
@@ -79,17 +80,35 @@ impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for std::sync::Arc<T> {
     }
 }
 
-/// Texts per embedding call: small enough that a call's texts, sorted by token length, have
-/// nearly equal lengths (little padding), large enough to keep the GEMMs efficient.
-pub const EMBED_BATCH: usize = 64;
+/// Padded tokens per embedding call (texts × longest text): large enough to keep the GEMMs
+/// efficient, small enough that a call's texts, sorted by token length, have nearly equal
+/// lengths (little padding). Short noun chunks thus go in calls of many texts, long sentences
+/// in calls of few.
+pub const EMBED_TOKENS: usize = 4096;
+/// At most this many texts per embedding call (the encoders' own batch size).
+pub const EMBED_BATCH: usize = 128;
 
 /// The auto-check's embedding calls for texts of the given lengths: indices sorted by length,
-/// longest first, in slices of [`EMBED_BATCH`]. Each call is padded to its longest text, so the
-/// executed tokens are `Σ len(slice) × max(slice)` (the benchmark reports that over the real ones).
+/// longest first, cut whenever a call would exceed [`EMBED_TOKENS`] padded tokens or
+/// [`EMBED_BATCH`] texts. Each call is padded to its longest text, so the executed tokens are
+/// `Σ len(call) × max(call)` (the benchmark reports that over the real ones).
 pub fn embedding_batches(lens: &[usize]) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lens.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
-    order.chunks(EMBED_BATCH).map(<[usize]>::to_vec).collect()
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    for i in order {
+        let longest = cur.first().map_or(lens[i], |&f| lens[f]).max(1);
+        if !cur.is_empty() && ((cur.len() + 1) * longest > EMBED_TOKENS || cur.len() >= EMBED_BATCH)
+        {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(i);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Auto-check settings.
@@ -427,6 +446,24 @@ mod tests {
         assert!((m.score - (1.0 + h) / 2.0).abs() < 1e-6);
         let empty = match_metric(&[&s1], &[], 0.85);
         assert_eq!((empty.acc, empty.score), (0.0, 0.0));
+    }
+
+    #[test]
+    fn embedding_batches_are_length_sorted_within_the_token_budget() {
+        let lens: Vec<usize> = (0..1000).map(|i| 3 + (i * 7919) % 40).collect();
+        let b = embedding_batches(&lens);
+        let mut seen: Vec<usize> = b.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+        let mut prev = usize::MAX;
+        for call in &b {
+            let max = lens[call[0]];
+            assert!(call.len() * max <= EMBED_TOKENS && call.len() <= EMBED_BATCH);
+            for &i in call {
+                assert!(lens[i] <= max && lens[i] <= prev);
+                prev = lens[i];
+            }
+        }
     }
 
     #[test]
