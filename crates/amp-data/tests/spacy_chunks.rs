@@ -38,7 +38,7 @@ fn world_corpus() -> Vec<String> {
     for (i, scene) in pref.iter().take(40).enumerate() {
         let mut s = scene.clone();
         let other = &pref[(i + 1) % pref.len()];
-        s.objects[0] = other.objects[0].clone();
+        s.objects[0] = other.objects[0];
         let mut rng = Rng::new(i as u64);
         out.push(amp_world::text::description(&s, &mut rng).replace('\n', " "));
     }
