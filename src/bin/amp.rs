@@ -153,8 +153,10 @@ struct CheckCmd {
     #[command(flatten)]
     args: amp_data::cli::CheckArgs,
     /// The noun-chunk (local) expert: `minilm` (the real all-MiniLM-L6-v2 installed by
-    /// scripts/setup.sh), `bert:DIR` (any sentence-transformers BERT) or `clip:DIR` (a CLIP text
-    /// model, the paper's choice).
+    /// scripts/setup.sh, the offline default), `bert:DIR` (any sentence-transformers BERT) or
+    /// `clip:DIR` (a CLIP text model, the paper's choice: a local copy of
+    /// openai/clip-vit-large-patch14-336, LLaVA-1.5's vision tower, with config.json,
+    /// model.safetensors and tokenizer.json).
     #[arg(long, default_value = "minilm")]
     local_expert: String,
     /// The sentence (global) expert, same syntax.

@@ -4,14 +4,19 @@
 //!     cargo bench -p amp-data --bench autocheck            # AMP_BENCH_SAMPLES=20 by default
 //!
 //! Prints responses/s for the whole check and for the parts (tagging + chunking alone, MiniLM
-//! embedding alone). `AMP_BENCH_TORCH_THREADS=n` sets libtorch's intra-op threads.
+//! embedding alone), for one check per sample and for [`AutoChecker::check_batch`] over all
+//! samples (texts de-duplicated across samples and length-bucketed). For each it prints the
+//! executed/real token ratio (padding: the encoder runs `batch × longest` tokens per batch) and
+//! the share of the machine's limit: a GEMM of MiniLM's shapes is timed in the same run, and the
+//! limit is that rate divided by MiniLM's FLOPs per real token.
+//! `AMP_BENCH_TORCH_THREADS=n` sets libtorch's intra-op threads; `AMP_BENCH_SKIP_EMBED=1` skips the
+//! embedding-only pass.
 #[path = "../tests/common/minilm.rs"]
 mod minilm;
 
-use amp_data::autocheck::{AutoCheckConfig, AutoChecker};
+use amp_data::autocheck::{AutoCheckConfig, AutoChecker, SentenceEmbedder};
 use amp_data::chunker::Chunker;
 use amp_data::{BrillTagger, TaggerMode};
-use rayon::prelude::*;
 use std::time::Instant;
 
 const SUBJECTS: &[&str] = &[
@@ -93,6 +98,46 @@ fn response(rng: &mut Lcg) -> String {
         ));
     }
     s.trim_end().to_string()
+}
+
+/// The encoder's batch size (mllm's `DEFAULT_BATCH_SIZE`): before `check_batch`, one call per
+/// sample and expert, length-sorted by the encoder into batches of this size.
+const ENCODER_BATCH: usize = 128;
+
+/// Tokens the encoder executes for one call per sample: length-sorted batches padded to their
+/// longest.
+fn executed(mut lens: Vec<usize>) -> usize {
+    lens.sort_unstable_by(|a, b| b.cmp(a));
+    lens.chunks(ENCODER_BATCH).map(|c| c[0] * c.len()).sum()
+}
+
+/// Tokens executed by `check_batch`'s length buckets ([`amp_data::autocheck::embedding_batches`]).
+fn executed_bucketed(lens: &[usize]) -> usize {
+    amp_data::autocheck::embedding_batches(lens)
+        .iter()
+        .map(|b| b.iter().map(|&i| lens[i]).max().unwrap_or(0) * b.len())
+        .sum()
+}
+
+/// Sustained GFLOP/s of a float GEMM of MiniLM's feed-forward shape ([4096, 384] x [384, 1536]).
+fn gemm_gflops() -> f64 {
+    use tch::{Kind, Tensor};
+    let x = Tensor::randn([4096, 384], (Kind::Float, tch::Device::Cpu));
+    let w = Tensor::randn([1536, 384], (Kind::Float, tch::Device::Cpu));
+    let _ = x.matmul(&w.tr());
+    let reps = 20;
+    let t = Instant::now();
+    for _ in 0..reps {
+        let _ = x.matmul(&w.tr());
+    }
+    2.0 * 4096.0 * 384.0 * 1536.0 * reps as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+/// MiniLM-L6 (h = 384, ffn = 1536, 6 layers) FLOPs per token at sequence length `t`: the
+/// projections and feed-forward GEMMs plus attention's two [t x t] products.
+fn minilm_flops_per_token(t: f64) -> f64 {
+    let (h, f, l) = (384.0, 1536.0, 6.0);
+    l * (2.0 * (4.0 * h * h + 2.0 * h * f) + 4.0 * t * h)
 }
 
 fn main() {
@@ -182,17 +227,94 @@ fn main() {
         all_texts.extend(uniq);
     }
     let t = Instant::now();
-    for batch in all_texts.chunks(64) {
+    let embed_only = std::env::var("AMP_BENCH_SKIP_EMBED").is_err();
+    for batch in all_texts.chunks(64).filter(|_| embed_only) {
         amp_data::SentenceEmbedder::embed(&checker.local, batch).unwrap();
     }
     let dt = t.elapsed().as_secs_f64();
-    println!(
+    if embed_only {
+        println!(
         "MiniLM embedding only: {} unique texts ({:.0} per sample, {:.0} chars avg) in {:.2} s = {:.0} texts/s",
         texts,
         texts as f64 / n as f64,
         chars as f64 / texts as f64,
         dt,
         texts as f64 / dt
+    );
+    }
+
+    // token accounting: real tokens of the unique texts, executed tokens per embedding call
+    let per_sample_calls: Vec<(Vec<String>, Vec<String>)> = samples
+        .iter()
+        .map(|(s, g)| {
+            let (mut l, mut gl) = (Vec::new(), Vec::new());
+            for r in std::iter::once(s).chain(g.iter()) {
+                let c = checker.chunk_turns(r);
+                for (i, ch) in c.chunks.iter().enumerate() {
+                    l.push(ch.text.clone());
+                    gl.push(c.sentence_of(i).to_string());
+                }
+            }
+            for v in [&mut l, &mut gl] {
+                v.sort();
+                v.dedup();
+            }
+            (l, gl)
+        })
+        .collect();
+    let lens = |t: &[String]| checker.local.token_lens(t).expect("MiniLM reports token lengths");
+    let (mut real_ps, mut exec_ps) = (0usize, 0usize);
+    for (l, g) in &per_sample_calls {
+        for v in [l, g] {
+            let ls = lens(v);
+            real_ps += ls.iter().sum::<usize>();
+            exec_ps += executed(ls);
+        }
+    }
+    let mut run_l: Vec<String> = per_sample_calls
+        .iter()
+        .flat_map(|(l, _)| l.clone())
+        .collect();
+    let mut run_g: Vec<String> = per_sample_calls
+        .iter()
+        .flat_map(|(_, g)| g.clone())
+        .collect();
+    let (mut real_b, mut exec_b) = (0usize, 0usize);
+    for v in [&mut run_l, &mut run_g] {
+        v.sort();
+        v.dedup();
+        let ls = lens(v);
+        real_b += ls.iter().sum::<usize>();
+        exec_b += executed_bucketed(&ls);
+    }
+    let gflops = gemm_gflops();
+    // the limit: useful (real-token) FLOPs at the measured GEMM rate; attention at the mean length
+    let n_ps: usize = per_sample_calls
+        .iter()
+        .map(|(l, g)| l.len() + g.len())
+        .sum();
+    let n_b = run_l.len() + run_g.len();
+    let limit = |real: usize, n_texts: usize| {
+        let flops = real as f64 * minilm_flops_per_token(real as f64 / n_texts.max(1) as f64);
+        responses as f64 / (flops / (gflops * 1e9))
+    };
+    let (limit_ps, limit_b) = (limit(real_ps, n_ps), limit(real_b, n_b));
+    println!(
+        "GEMM limit: {gflops:.1} GFLOP/s ({} torch threads, [4096,384]x[384,1536]); MiniLM {:.1} MFLOP/token",
+        tch::get_num_threads(),
+        minilm_flops_per_token(32.0) / 1e6
+    );
+    println!(
+        "one check per sample: {real_ps} real tokens ({:.0} per response), executed/real {:.2}, limit {:.1} responses/s",
+        real_ps as f64 / responses as f64,
+        exec_ps as f64 / real_ps as f64,
+        limit_ps
+    );
+    println!(
+        "check_batch over the run: {real_b} real tokens ({:.0} per response), executed/real {:.2}, limit {:.1} responses/s",
+        real_b as f64 / responses as f64,
+        exec_b as f64 / real_b as f64,
+        limit_b
     );
 
     let t = Instant::now();
@@ -201,19 +323,25 @@ fn main() {
     }
     let dt = t.elapsed().as_secs_f64();
     println!(
-        "full auto-check, sequential: {:.1} generated responses/s ({:.3} s for {responses})",
+        "full auto-check, one check per sample: {:.1} generated responses/s ({:.3} s for {responses}) = {:.0}% of its limit",
         responses as f64 / dt,
-        dt
+        dt,
+        100.0 * responses as f64 / dt / limit_ps
     );
 
+    // the GEMM rate again, right before: on a shared machine the load drifts
+    let gflops_now = gemm_gflops();
+    let limit_b_now = limit_b * gflops_now / gflops;
     let t = Instant::now();
-    samples.par_iter().for_each(|(s, g)| {
-        checker.check(s, g).unwrap();
-    });
+    let out = checker.check_batch(&samples).unwrap();
     let dt = t.elapsed().as_secs_f64();
+    assert_eq!(out.len(), samples.len());
     println!(
-        "full auto-check, rayon over samples: {:.1} generated responses/s ({:.3} s for {responses})",
+        "full auto-check, check_batch over the run: {:.1} generated responses/s ({:.3} s for {responses}) = {:.0}% of the per-sample limit, {:.0}% of its own (GEMM re-measured just before: {gflops_now:.1} GFLOP/s, limit {limit_b_now:.1} responses/s: {:.0}%)",
         responses as f64 / dt,
-        dt
+        dt,
+        100.0 * responses as f64 / dt / limit_ps,
+        100.0 * responses as f64 / dt / limit_b,
+        100.0 * responses as f64 / dt / limit_b_now
     );
 }

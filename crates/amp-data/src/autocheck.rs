@@ -14,8 +14,18 @@
 //! their gpt turns. If S has no chunk the check cannot judge the sample and the initial ranking is
 //! kept (reported in the diagnostics); a G with no chunk gets Acc = score = 0.
 //!
-//! Embeddings are computed once per sample: all chunk texts (resp. sentences) of S and of the K−1
-//! generated responses are de-duplicated and embedded in one batch per expert.
+//! Embeddings are computed once per batch of samples ([`AutoChecker::check_batch`]; [`check`]
+//! is a batch of one): all chunk texts (resp. sentences) of every standard and generated response
+//! of the batch are de-duplicated across the batch (a standard's chunks recur in its K − 1
+//! comparisons, and a world's or data set's phrases across samples), sorted by token length
+//! ([`SentenceEmbedder::token_lens`]) and embedded in calls of about [`EMBED_TOKENS`] padded
+//! tokens ([`embedding_batches`]), so texts from
+//! many samples share a call with texts of nearly the same length: the padding of one call per
+//! sample (every text padded to the sample's longest) all but vanishes (measured in
+//! `benches/autocheck.rs`, docs/benchmarks.md). The vectors depend on the batch only through the
+//! encoder's float rounding.
+//!
+//! [`check`]: AutoChecker::check
 use crate::chunker::{ChunkedText, Chunker};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
@@ -28,6 +38,11 @@ pub trait SentenceEmbedder: Send + Sync {
     /// Embeds a batch of texts; every returned vector has unit L2 norm. A failure is
     /// [`crate::AmpDataError::embedding`] with the encoder's own error as the source.
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+    /// Each text's length in the encoder's tokens, when the embedder can tell: the auto-check
+    /// then buckets texts by it (see [`embedding_batches`]); otherwise by characters.
+    fn token_lens(&self, _texts: &[String]) -> Option<Vec<usize>> {
+        None
+    }
 }
 
 impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for &T {
@@ -36,6 +51,9 @@ impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for &T {
     }
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         (**self).embed(texts)
+    }
+    fn token_lens(&self, texts: &[String]) -> Option<Vec<usize>> {
+        (**self).token_lens(texts)
     }
 }
 
@@ -46,6 +64,9 @@ impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for Box<T> {
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         (**self).embed(texts)
     }
+    fn token_lens(&self, texts: &[String]) -> Option<Vec<usize>> {
+        (**self).token_lens(texts)
+    }
 }
 
 impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for std::sync::Arc<T> {
@@ -55,6 +76,40 @@ impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for std::sync::Arc<T> {
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         (**self).embed(texts)
     }
+    fn token_lens(&self, texts: &[String]) -> Option<Vec<usize>> {
+        (**self).token_lens(texts)
+    }
+}
+
+/// Padded tokens per embedding call (texts × longest text): large enough to keep the GEMMs
+/// efficient, small enough that a call's texts, sorted by token length, have nearly equal
+/// lengths (little padding). Short noun chunks thus go in calls of many texts, long sentences
+/// in calls of few.
+pub const EMBED_TOKENS: usize = 4096;
+/// At most this many texts per embedding call (the encoders' own batch size).
+pub const EMBED_BATCH: usize = 128;
+
+/// The auto-check's embedding calls for texts of the given lengths: indices sorted by length,
+/// longest first, cut whenever a call would exceed [`EMBED_TOKENS`] padded tokens or
+/// [`EMBED_BATCH`] texts. Each call is padded to its longest text, so the executed tokens are
+/// `Σ len(call) × max(call)` (the benchmark reports that over the real ones).
+pub fn embedding_batches(lens: &[usize]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    for i in order {
+        let longest = cur.first().map_or(lens[i], |&f| lens[f]).max(1);
+        if !cur.is_empty() && ((cur.len() + 1) * longest > EMBED_TOKENS || cur.len() >= EMBED_BATCH)
+        {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(i);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// Auto-check settings.
@@ -200,7 +255,7 @@ pub struct AutoChecker<L, G> {
     pub config: AutoCheckConfig,
 }
 
-/// De-duplicating embedding cache for one sample.
+/// De-duplicating embedding cache for one batch of samples.
 struct Cache {
     index: HashMap<String, usize>,
     texts: Vec<String>,
@@ -224,19 +279,32 @@ impl Cache {
         self.texts.push(t.to_string());
         i
     }
+    /// Embeds the texts in length buckets ([`embedding_batches`]) and stores the vectors in
+    /// insertion order.
     fn fill(&mut self, e: &dyn SentenceEmbedder) -> Result<()> {
         if self.texts.is_empty() {
             return Ok(());
         }
-        let v = e.embed(&self.texts)?;
-        if v.len() != self.texts.len() {
-            return Err(crate::AmpDataError::EmbeddingCount {
-                embedder: e.name(),
-                got: v.len(),
-                want: self.texts.len(),
-            });
+        let lens = e
+            .token_lens(&self.texts)
+            .filter(|l| l.len() == self.texts.len())
+            .unwrap_or_else(|| self.texts.iter().map(|t| t.chars().count()).collect());
+        let mut vecs = vec![Vec::new(); self.texts.len()];
+        for batch in embedding_batches(&lens) {
+            let texts: Vec<String> = batch.iter().map(|&i| self.texts[i].clone()).collect();
+            let v = e.embed(&texts)?;
+            if v.len() != texts.len() {
+                return Err(crate::AmpDataError::EmbeddingCount {
+                    embedder: e.name(),
+                    got: v.len(),
+                    want: texts.len(),
+                });
+            }
+            for (row, &i) in v.into_iter().zip(&batch) {
+                vecs[i] = normalize(row);
+            }
         }
-        self.vecs = v.into_iter().map(normalize).collect();
+        self.vecs = vecs;
         Ok(())
     }
 }
@@ -270,8 +338,29 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
     /// Checks one sample: `standard` and each generated response are given by their gpt turns;
     /// the generated ones in initial-rank order (best first).
     pub fn check(&self, standard: &[String], generated: &[Vec<String>]) -> Result<SampleCheck> {
-        let s = self.chunk_turns(standard);
-        let gs: Vec<ChunkedText> = generated.iter().map(|g| self.chunk_turns(g)).collect();
+        let mut out = self.check_batch(&[(standard, generated)])?;
+        Ok(out.pop().expect("one sample in, one out"))
+    }
+
+    /// Checks several samples with one embedding call per expert over their de-duplicated texts
+    /// (module docs). Each sample is `(standard turns, generated responses' turns)`; the result is
+    /// the same as [`check`](Self::check) on each, up to the experts' float rounding.
+    pub fn check_batch<S, R>(&self, samples: &[(S, R)]) -> Result<Vec<SampleCheck>>
+    where
+        S: AsRef<[String]> + Sync,
+        R: AsRef<[Vec<String>]> + Sync,
+    {
+        use rayon::prelude::*;
+        // chunking is per text and independent: spread it over the rayon pool
+        let chunked: Vec<(ChunkedText, Vec<ChunkedText>)> = samples
+            .par_iter()
+            .map(|(s, g)| {
+                (
+                    self.chunk_turns(s.as_ref()),
+                    g.as_ref().iter().map(|r| self.chunk_turns(r)).collect(),
+                )
+            })
+            .collect();
         let (mut lc, mut gc) = (Cache::new(), Cache::new());
         let ids = |c: &ChunkedText, lc: &mut Cache, gc: &mut Cache| -> (Vec<usize>, Vec<usize>) {
             let l = c.chunks.iter().map(|ch| lc.add(&ch.text)).collect();
@@ -280,44 +369,70 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
                 .collect();
             (l, g)
         };
-        let s_ids = ids(&s, &mut lc, &mut gc);
-        let g_ids: Vec<_> = gs.iter().map(|g| ids(g, &mut lc, &mut gc)).collect();
+        // samples whose standard has no chunk cannot be judged: their texts are not embedded
+        let all_ids: Vec<Option<(Ids, Vec<Ids>)>> = chunked
+            .iter()
+            .map(|(s, gs)| {
+                (!s.chunks.is_empty()).then(|| {
+                    let s_ids = ids(s, &mut lc, &mut gc);
+                    let g_ids = gs.iter().map(|g| ids(g, &mut lc, &mut gc)).collect();
+                    (s_ids, g_ids)
+                })
+            })
+            .collect();
+        lc.fill(&self.local)?;
+        gc.fill(&self.global)?;
+        Ok(chunked
+            .iter()
+            .zip(&all_ids)
+            .map(|((s, gs), ids)| self.score(s, gs, ids.as_ref(), &lc, &gc))
+            .collect())
+    }
+
+    /// Eq. 1–2 and the re-ranking of one sample from the batch's embeddings.
+    fn score(
+        &self,
+        s: &ChunkedText,
+        gs: &[ChunkedText],
+        ids: Option<&(Ids, Vec<Ids>)>,
+        lc: &Cache,
+        gc: &Cache,
+    ) -> SampleCheck {
         let m = s.chunks.len();
-        let mut responses = Vec::with_capacity(generated.len());
-        let mut matches = Vec::with_capacity(generated.len());
-        if m > 0 {
-            lc.fill(&self.local)?;
-            gc.fill(&self.global)?;
-        }
         let tau = self.config.tau;
         fn pick<'a>(c: &'a Cache, ids: &[usize]) -> Vec<&'a [f32]> {
             ids.iter().map(|&i| c.vecs[i].as_slice()).collect()
         }
-        for (gi, (gl, gg)) in g_ids.iter().enumerate() {
-            if m == 0 {
-                responses.push(ResponseCheck {
-                    n_chunks: gs[gi].chunks.len(),
-                    ..Default::default()
-                });
-                continue;
-            }
-            let lm = match_entries(&pick(&lc, &s_ids.0), &pick(&lc, gl), tau);
-            let gm = match_entries(&pick(&gc, &s_ids.1), &pick(&gc, gg), tau);
-            let (local, global) = (summarize(&lm), summarize(&gm));
-            matches.push(ResponseMatches {
-                local: lm,
-                global: gm,
-            });
-            responses.push(ResponseCheck {
-                acc: (local.acc + global.acc) / 2.0,
-                score: (local.score + global.score) / 2.0,
-                local,
-                global,
-                n_chunks: gs[gi].chunks.len(),
-            });
-        }
+        let (responses, matches): (Vec<ResponseCheck>, Vec<ResponseMatches>) = match ids {
+            None => (
+                gs.iter()
+                    .map(|g| ResponseCheck {
+                        n_chunks: g.chunks.len(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                Vec::new(),
+            ),
+            Some((s_ids, g_ids)) => g_ids
+                .iter()
+                .zip(gs)
+                .map(|((gl, gg), g)| {
+                    let lm = match_entries(&pick(lc, &s_ids.0), &pick(lc, gl), tau);
+                    let gm = match_entries(&pick(gc, &s_ids.1), &pick(gc, gg), tau);
+                    let (local, global) = (summarize(&lm), summarize(&gm));
+                    let check = ResponseCheck {
+                        acc: (local.acc + global.acc) / 2.0,
+                        score: (local.score + global.score) / 2.0,
+                        local,
+                        global,
+                        n_chunks: g.chunks.len(),
+                    };
+                    (check, ResponseMatches { local: lm, global: gm })
+                })
+                .unzip(),
+        };
         let (order, ties) = if m == 0 {
-            ((0..generated.len()).collect(), 0)
+            ((0..gs.len()).collect(), 0)
         } else {
             rank(&responses)
         };
@@ -333,20 +448,23 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
                 .map(|i| c.sentence_of(i).to_string())
                 .collect::<Vec<_>>()
         };
-        Ok(SampleCheck {
+        SampleCheck {
             responses,
             standard_chunks: m,
-            standard_chunk_texts: texts(&s),
+            standard_chunk_texts: texts(s),
             response_chunk_texts: gs.iter().map(texts).collect(),
-            standard_sentence_texts: sentences(&s),
+            standard_sentence_texts: sentences(s),
             response_sentence_texts: gs.iter().map(sentences).collect(),
             matches,
             order,
             changed,
             ties,
-        })
+        }
     }
 }
+
+/// Rows of a response's chunks (local) and of their sentences (global) in the batch caches.
+type Ids = (Vec<usize>, Vec<usize>);
 
 /// Sorts responses by (Acc desc, score desc), stable (ties keep the initial order). Returns the
 /// order and the number of adjacent exact ties.
@@ -381,6 +499,24 @@ mod tests {
         assert!((m.score - (1.0 + h) / 2.0).abs() < 1e-6);
         let empty = match_metric(&[&s1], &[], 0.85);
         assert_eq!((empty.acc, empty.score), (0.0, 0.0));
+    }
+
+    #[test]
+    fn embedding_batches_are_length_sorted_within_the_token_budget() {
+        let lens: Vec<usize> = (0..1000).map(|i| 3 + (i * 7919) % 40).collect();
+        let b = embedding_batches(&lens);
+        let mut seen: Vec<usize> = b.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+        let mut prev = usize::MAX;
+        for call in &b {
+            let max = lens[call[0]];
+            assert!(call.len() * max <= EMBED_TOKENS && call.len() <= EMBED_BATCH);
+            for &i in call {
+                assert!(lens[i] <= max && lens[i] <= prev);
+                prev = lens[i];
+            }
+        }
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub mod explain;
 pub mod generate;
 #[cfg(feature = "mllm")]
 pub mod minilm;
+pub mod np_tags;
 pub mod pipeline;
 pub mod tagger;
 

@@ -16,6 +16,8 @@ pub trait TextEncoder: Send {
     fn normalized(self) -> Self;
     /// One vector per text, in input order.
     fn embed_texts(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<f32>>>;
+    /// Token ids per text, as the encoder runs them (for length bucketing).
+    fn token_ids(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<u32>>>;
 }
 
 impl TextEncoder for mllm::BertEncoder {
@@ -25,6 +27,9 @@ impl TextEncoder for mllm::BertEncoder {
     fn embed_texts(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<f32>>> {
         self.embed_vecs(texts)
     }
+    fn token_ids(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<u32>>> {
+        self.tokenize(texts)
+    }
 }
 
 impl TextEncoder for mllm::ClipTextEncoder {
@@ -33,6 +38,9 @@ impl TextEncoder for mllm::ClipTextEncoder {
     }
     fn embed_texts(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<f32>>> {
         self.embed_vecs(texts)
+    }
+    fn token_ids(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<u32>>> {
+        self.tokenize(texts)
     }
 }
 
@@ -94,7 +102,18 @@ impl BertEmbedder {
 }
 
 impl ClipTextEmbedder {
-    /// Loads a CLIP directory (see [`mllm::ClipTextEncoder::load`]) on the CPU.
+    /// Loads a CLIP directory (see [`mllm::ClipTextEncoder::load`]) on the CPU: the paper's
+    /// noun-chunk expert (AMP §3.1.3), `amp check --local-expert clip:DIR`.
+    ///
+    /// Which checkpoint: the paper names the CLIP text encoder but not its variant. Point `DIR`
+    /// at a local copy of Hugging Face `openai/clip-vit-large-patch14-336` (LLaVA-1.5's own vision
+    /// tower, so chunks are compared in the embedding space of the CLIP the model was built on;
+    /// `openai/clip-vit-large-patch14` is the same architecture at 224 px). The directory needs
+    /// `config.json`, `model.safetensors` and `tokenizer.json`; a full `CLIPModel` or a
+    /// `CLIPTextModelWithProjection` checkpoint both load (the vision half is skipped). Texts
+    /// longer than the checkpoint's 77 positions are truncated by the encoder; noun chunks never are.
+    /// τ = 0.85 is the paper's threshold for this expert; the offline default stays
+    /// all-MiniLM-L6-v2 ([`BertEmbedder::minilm`]), whose similarity scale differs.
     pub fn load(dir: &Path) -> Result<Self, mllm::MllmError> {
         Self::load_on(dir, tch::Device::Cpu)
     }
@@ -115,5 +134,10 @@ impl<E: TextEncoder> SentenceEmbedder for Embedder<E> {
         encoder
             .embed_texts(&refs)
             .map_err(|e| AmpDataError::embedding(&self.name, e))
+    }
+    fn token_lens(&self, texts: &[String]) -> Option<Vec<usize>> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let encoder = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        encoder.token_ids(&refs).ok().map(|ids| ids.iter().map(Vec::len).collect())
     }
 }

@@ -884,6 +884,18 @@ impl BrillTagger {
 
     /// Tags one tokenized sentence (pattern's `find_tags`). Returns one Penn Treebank tag per token.
     pub fn tag(&self, tokens: &[String]) -> Vec<String> {
+        self.tag_with(tokens, true)
+    }
+
+    /// Tags without Brill's contextual rules (lexicon, then morphology or suffix rules for unknown
+    /// words, then entities): the input of the chunker's own contextual rules
+    /// ([`crate::np_tags`]), which replace Brill's on captions (they turn "at" into VB and
+    /// "coffee" into VBP after "drinking").
+    pub fn tag_lexical(&self, tokens: &[String]) -> Vec<String> {
+        self.tag_with(tokens, false)
+    }
+
+    fn tag_with(&self, tokens: &[String], context: bool) -> Vec<String> {
         let mut tags: Vec<Option<String>> = tokens
             .iter()
             .enumerate()
@@ -920,7 +932,9 @@ impl BrillTagger {
         }
         let mut tags: Vec<String> = tags.into_iter().map(Option::unwrap).collect();
         if self.mode == TaggerMode::Brill {
-            self.context(tokens, &mut tags);
+            if context {
+                self.context(tokens, &mut tags);
+            }
             self.entities(tokens, &mut tags);
         }
         tags
@@ -966,6 +980,8 @@ pub fn detokenize(tokens: &[String]) -> String {
             && tokens
                 .get(k + 1)
                 .is_some_and(|n| matches!(n.as_str(), "s" | "d" | "m" | "ll" | "re" | "ve")))
+            // plural possessive: "farmers' market"
+            || (t == "'" && k > 0 && tokens[k - 1].len() > 1 && tokens[k - 1].ends_with('s'))
             || (k > 0 && tokens[k - 1] == "'" && matches!(t, "s" | "d" | "m" | "ll" | "re" | "ve"));
         if !out.is_empty() && !attach_left && !no_space_next {
             out.push(' ');

@@ -67,3 +67,49 @@ fn invented_objects_rank_below_faithful_responses_with_real_minilm() {
         assert_eq!(&r.order, want, "{std}");
     }
 }
+
+/// A response that names a wrong object in an otherwise identical sentence loses on Acc (Eq. 2),
+/// not only on the score tie-break: the noun chunks stop at the verb, so the wrong object's chunk
+/// ("a camel on the beach") is compared on its own with the standard's ("a horse on the beach")
+/// and falls below τ, where a chunk carrying the whole clause matched above it.
+#[test]
+fn a_wrong_object_loses_on_acc() {
+    let c = checker();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "A man is riding a horse on the beach.",
+            "A man is riding a camel on the beach.",
+            "A man rides a horse on the beach.",
+        ),
+        (
+            "A black pen lies on a white desk next to a laptop.",
+            "A black pen lies on a white desk next to a banana.",
+            "A black pen is lying on a white desk next to a laptop.",
+        ),
+        (
+            "Green trees line the road behind the house.",
+            "Green trees line the road behind the church.",
+            "Green trees are lining the road behind the house.",
+        ),
+        (
+            "A little girl holds a kite while her father watches.",
+            "A little girl holds an umbrella while her father watches.",
+            "A little girl is holding a kite while her father watches.",
+        ),
+    ];
+    for (std, wrong, faithful) in cases {
+        let r = c.check(&one(std), &[one(wrong), one(faithful)]).unwrap();
+        let (w, f) = (&r.responses[0], &r.responses[1]);
+        println!(
+            "{std}\n  wrong    acc {:.3} score {:.3} chunks {:?}\n  faithful acc {:.3} score {:.3} chunks {:?}",
+            w.acc, w.score, r.response_chunk_texts[0], f.acc, f.score, r.response_chunk_texts[1]
+        );
+        assert!(
+            f.acc > w.acc,
+            "{wrong:?} must lose on Acc: {:.3} vs {:.3}",
+            w.acc,
+            f.acc
+        );
+        assert_eq!(r.order, vec![1, 0], "{std}");
+    }
+}
