@@ -31,6 +31,7 @@
 //! ```
 
 pub mod cli;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -41,6 +42,7 @@ pub mod optim;
 pub mod plot;
 pub mod trainer;
 
+pub use collective::{Collective, CollectiveError, SingleProcess};
 pub use config::MdpoConfig;
 pub use data::{Conversation, PreferenceExample, Turn};
 pub use error::{MdpoError, Result};
