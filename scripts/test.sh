@@ -16,4 +16,9 @@ for gen in tests/oracles/gen_*.py; do
   "$AMP_PYTHON" "$gen" "$AMP_FIXTURES/$name"
 done
 
+# Every library crate must stay publishable (metadata, versions on path dependencies, files inside
+# the package): package them all without building (about 15 s).
+echo "scripts/test.sh: cargo package (library crates)"
+cargo package --workspace --exclude amp --no-verify --allow-dirty --quiet
+
 cargo test --workspace --no-fail-fast "$@"

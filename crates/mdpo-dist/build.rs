@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
+    amp_build::link_libtorch();
     for f in ["shim.h", "internal.hpp", "c10d_shim.cpp", "gloo_group.cpp", "nccl_group.cpp"] {
         println!("cargo:rerun-if-changed=csrc/{f}");
     }
@@ -29,9 +30,6 @@ fn main() {
         env::var("DEP_TCH_LIBTORCH_LIB")
             .expect("DEP_TCH_LIBTORCH_LIB unset: torch-sys did not report libtorch's directory"),
     );
-    // Same rpath as build/rpath.rs (a package has one build script): tests run without
-    // LD_LIBRARY_PATH.
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     let root = lib.parent().expect("libtorch lib dir has a parent").to_path_buf();
     let torch_includes = [root.join("include"), root.join("include/torch/csrc/api/include")];
     let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());

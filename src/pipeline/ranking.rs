@@ -4,7 +4,7 @@
 //! ([`amp_world::claims::count_hallucinations`]), so each response has a known number of
 //! hallucinated claims. A ranked pair (i above j) is *wrong* when i has strictly more
 //! hallucinated claims than j. The paper reports a 2.25% inconsistency rate for its auto-checked
-//! data (amp-paper.md §3 item 6); we measure the same kind of number before (initial MEG/IG
+//! data (paper §4.6; docs/paper-notes.md §3); we measure the same kind of number before (initial MEG/IG
 //! order) and after the auto-check.
 use amp_data::pipeline::CheckedRow;
 use amp_world::claims::count_hallucinations;

@@ -1,6 +1,6 @@
 //! An fsync'd, append-only JSONL response cache keyed by a sha256 of the request.
 //!
-//! Design after lmms-eval's `response_cache.py` (landscape §1.9, §4): only deterministic requests
+//! Design after lmms-eval's `response_cache.py` (docs/paper-notes.md §7): only deterministic requests
 //! (temperature 0, n ≤ 1) are stored; errors and empty answers never are; every record is
 //! appended and `fsync`ed before the answer is handed back, so a killed run loses nothing it was
 //! told and a restarted run asks the server nothing it already answered. The file is the index:

@@ -2,7 +2,7 @@
 //!
 //! A small, blocking client for OpenAI-compatible `POST /chat/completions` servers (OpenAI, vLLM,
 //! llama.cpp, Ollama), built for judges and data generators that must never lie about a result
-//! (landscape §2, pain points 12–15; §4 conventions):
+//! (docs/paper-notes.md §7):
 //!
 //! * bounded concurrency (a semaphore shared by all callers; [`ChatClient::complete_many`] keeps
 //!   input order and returns one `Result` per request);

@@ -9,7 +9,7 @@
 //!   the base model is fine-tuned on each cumulative subset `[F1..Fi]` by a [`FineTuner`], and the
 //!   initial ranking is standard > M(all K−2 parts) > … > M(F1) > base. (Algorithm 1's literal
 //!   indexing puts the 1-part model above the K−2-part one; that is a notation slip, see
-//!   amp-paper.md §2.)
+//!   paper §3.1.2; docs/paper-notes.md §2.)
 //!
 //! Multi-round dialogues: MEG regenerates every gpt turn of the instruction conversation. Our
 //! [`Generator::generate`] answers each human turn in order with the model's **own previous

@@ -5,7 +5,7 @@
 //! ("a large red circle", "two squares", "nothing"), position phrases ("in the top left"),
 //! relations ("to the left of", "above"), copula predicates ("... is red"), superlatives
 //! ("the largest object"), comparisons ("more circles than squares") and yes/no. A claim that
-//! contradicts the scene is a hallucination (amp-paper.md §5 rubric).
+//! contradicts the scene is a hallucination (MRHal rubric, docs/paper-notes.md §5).
 use crate::scene::{Colour, Object, Scene, Shape, Size};
 use serde::{Deserialize, Serialize};
 

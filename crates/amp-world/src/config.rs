@@ -69,7 +69,7 @@ impl WorldConfig {
             vocab_size: 1000,
         }
     }
-    /// The default demo world (world-probe.md "harder" world: graded hallucination by size).
+    /// The default demo world (sized so that hallucination is graded by model size; docs/demo.md).
     pub fn small() -> Self {
         WorldConfig {
             image_size: 48,

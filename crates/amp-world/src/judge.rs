@@ -1,4 +1,4 @@
-//! A rule judge with the MRHal-Bench / MMHal-Bench 0–6 rubric (amp-paper.md §5):
+//! A rule judge with the MRHal-Bench / MMHal-Bench 0–6 rubric (docs/paper-notes.md §5):
 //! 6 very informative with good analysis, no hallucination; 5 very informative, no
 //! hallucination; 4 somewhat informative, no hallucination; 3 not informative, no hallucination;
 //! 2 very informative, with hallucination; 1 somewhat informative, with hallucination;
@@ -204,7 +204,7 @@ pub fn judge_dialogue(
     out
 }
 
-/// MRHal-Bench metrics over dialogues (amp-paper.md §5, as the authors' `summarize_gpt_mrhal.py`
+/// MRHal-Bench metrics over dialogues (docs/paper-notes.md §5, as the authors' `summarize_gpt_mrhal.py`
 /// computes them).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MrhalMetrics {

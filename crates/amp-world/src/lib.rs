@@ -5,10 +5,9 @@
 //!
 //! - [`scene`]: scenes of 2–9 objects (shape, colour, size, cell of a 3x3 grid) sampled from a
 //!   [`WorldConfig`] with a per-scene deterministic RNG ([`rng`]); [`render`] draws them as small
-//!   RGB images. World sizes follow `world-probe.md` (the "harder" world gave graded
-//!   hallucination by model size).
+//!   RGB images, sized so that hallucination is graded by model size (docs/demo.md).
 //! - [`text`]: templated English: a detailed description (the standard response) and
-//!   multi-round LLaVA dialogues over the six MRHal-Bench categories (amp-paper.md §5).
+//!   multi-round LLaVA dialogues over the six MRHal-Bench categories (docs/paper-notes.md §5).
 //! - [`claims`] + [`judge`]: parse any answer back into claims, check them against the scene,
 //!   count hallucinations and rate rounds 0–6 with the MRHal rubric; MRHal metrics (Eq. 8).
 //! - [`pope`]: POPE existence probes with adversarial / popular / random negatives (§8).

@@ -1,4 +1,4 @@
-//! POPE-style existence probes (amp-paper.md §8): "Is there a `<colour> <shape>` in the image?"
+//! POPE-style existence probes (docs/paper-notes.md §6): "Is there a `<colour> <shape>` in the image?"
 //! with half yes / half no per image, and three kinds of negatives, as in POPE:
 //! - random: absent categories drawn uniformly;
 //! - popular: the most frequent categories of the probe set that are absent from the image;

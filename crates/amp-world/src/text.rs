@@ -1,5 +1,5 @@
 //! Templated English for the world: detailed descriptions (the standard response), MRHal-Bench
-//! style question categories (amp-paper.md §5) and multi-round LLaVA dialogues.
+//! style question categories (docs/paper-notes.md §5) and multi-round LLaVA dialogues.
 //!
 //! Every sentence is built from a small vocabulary and parses back with [`crate::claims`]; the
 //! crate's tests check that every generated answer yields only true claims.
@@ -57,7 +57,7 @@ pub fn vicuna_v1_prompt(turns: &[Turn]) -> String {
     s
 }
 
-/// MRHal-Bench question categories (amp-paper.md §5).
+/// MRHal-Bench question categories (docs/paper-notes.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Category {

@@ -1,4 +1,4 @@
-//! Hand-written cases for claim extraction and the rule judge (MRHal rubric, amp-paper.md §5).
+//! Hand-written cases for claim extraction and the rule judge (MRHal rubric, docs/paper-notes.md §5).
 use amp_world::claims::{
     check_answer, count_hallucinations, extract_claims, question_truth, Claim, ObjRef, Rel,
 };

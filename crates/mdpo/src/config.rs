@@ -29,7 +29,7 @@ pub struct MdpoConfig {
     /// Examples per micro-batch.
     pub batch_size: usize,
     /// Micro-batches per optimizer step; the loss is scaled so that `grad_accum × batch_size`
-    /// equals one batch of that size (landscape pain point 10).
+    /// equals one batch of that size (docs/paper-notes.md §7).
     pub grad_accum: usize,
     /// Epochs (ignored when `max_steps` is set).
     pub epochs: usize,

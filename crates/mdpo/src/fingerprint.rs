@@ -1,4 +1,4 @@
-//! Content fingerprints (SHA-256) for the reference-log-prob cache key (landscape pain point 4:
+//! Content fingerprints (SHA-256) for the reference-log-prob cache key (docs/paper-notes.md §7:
 //! precomputed reference log-probs must never be silently reused for other weights or data).
 use crate::{MdpoError, Result};
 use sha2::{Digest, Sha256};

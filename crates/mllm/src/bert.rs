@@ -1,6 +1,6 @@
 //! BERT-family sentence encoder: the "sentence expert" of AMP's auto-check (paper §3.1.3, step 4).
 //!
-//! The paper does not name its sentence expert (amp-paper.md §3, item 4: UNKNOWN); this module
+//! The paper does not name its sentence expert (paper §3.1.3 names only a "sentence expert"; docs/paper-notes.md §3); this module
 //! provides a sentence-transformers model such as `all-MiniLM-L6-v2` so the global metric can be
 //! computed with a dedicated sentence embedder. It reproduces
 //! `SentenceTransformer(dir).encode(texts)`:

@@ -1,6 +1,6 @@
 //! The CLIP text encoder: AMP's "noun chunk expert" (paper §3.1.3, step 3: every noun chunk is
 //! encoded with the CLIP text encoder and compared by cosine similarity, Eq. 1–2). It is also the
-//! inferred sentence expert (amp-paper.md §3, item 4).
+//! inferred sentence expert (paper §3.1.3; docs/paper-notes.md §3).
 //!
 //! [`ClipTextModel`] follows Hugging Face `CLIPTextModel` / `CLIPTextModelWithProjection` (keys
 //! `text_model.embeddings.{token_embedding,position_embedding}.weight`,

@@ -1,6 +1,6 @@
 //! Resumable answer generation: every answer is appended (fsync'd) as it is produced; a rerun
 //! skips what is on disk and, for multi-round dialogues, rebuilds the history from the model's
-//! own stored answers (MRHal-Bench protocol, amp-paper.md §5).
+//! own stored answers (MRHal-Bench protocol, docs/paper-notes.md §5).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Loaders for the published benchmark files (amp-paper.md §5, §8).
+//! Loaders for the published benchmark files (docs/paper-notes.md §5–6).
 //!
 //! * MRHal-Bench: `eval_gt.json` (`id, image, image_content, label, revised`) and the MM-Hallu
 //!   repack exported as JSON or JSONL rows (`image, id, image_name, label` (JSON string),
@@ -183,7 +183,7 @@ pub fn read_records(path: &Path) -> Result<Vec<Value>> {
 // MRHal-Bench
 
 /// One MRHal-Bench dialogue: `questions[r]` is round r's user turn, `references[r]` its
-/// human-written standard answer (amp-paper.md §5).
+/// human-written standard answer (docs/paper-notes.md §5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MrhalDialogue {
     /// Dialogue id.
@@ -301,7 +301,7 @@ fn image_field(r: &Rec, fields: &[&str]) -> Result<ImageRef> {
 // ----------------------------------------------------------------------------------------------
 // MMHal-Bench
 
-/// The eight MMHal-Bench question types in file order (`i % 8`, amp-paper.md §8).
+/// The eight MMHal-Bench question types in file order (`i % 8`, docs/paper-notes.md §6).
 pub const MMHAL_TYPES: [&str; 8] =
     ["attribute", "adversarial", "comparison", "counting", "relation", "environment", "holistic", "other"];
 

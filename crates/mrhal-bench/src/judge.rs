@@ -1,8 +1,7 @@
 //! The [`Judge`] trait and the strict parsers for judge outputs.
 //!
 //! A judge that fails (API error after retries, unparsable output) yields a [`JudgeFailure`]:
-//! the item is **missing** — counted and reported, never scored as 0 or −1 (landscape §2,
-//! pain point 12).
+//! the item is **missing** — counted and reported, never scored as 0 or −1 (docs/paper-notes.md §7).
 
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +52,7 @@ pub trait Judge: Sync {
         serde_json::Value::Null
     }
 
-    /// One 0–6 rating per round of an MRHal-Bench dialogue (amp-paper.md §5 rubric);
+    /// One 0–6 rating per round of an MRHal-Bench dialogue (MRHal rubric, docs/paper-notes.md §5);
     /// `answers[r]` is the model's answer to round r.
     fn rate_mrhal(&self, item: &MrhalDialogue, answers: &[String]) -> Result<Verdict<Vec<u8>>, JudgeFailure> {
         let _ = (item, answers);

@@ -1,10 +1,10 @@
 //! # mrhal-bench
 //!
 //! A hallucination benchmark harness that evaluates any model, local or served, and never lies
-//! about a number (landscape §2, pain points 12–15):
+//! about a number (docs/paper-notes.md §7):
 //!
-//! * loaders for MRHal-Bench, MMHal-Bench, POPE and LLaVA-Bench qa90 ([`data`], amp-paper.md
-//!   §5 and §8), with errors that name the file, record and field;
+//! * loaders for MRHal-Bench, MMHal-Bench, POPE and LLaVA-Bench qa90 ([`data`], docs/paper-notes.md
+//!   §5–6), with errors that name the file, record and field;
 //! * answer generation through a [`Responder`] (multi-round, the model's own answers as
 //!   history), written as produced and resumed on rerun ([`answers`]);
 //! * a [`Judge`] trait and an LLM judge over `amp-chat` ([`llm_judge`]) with strict parsing

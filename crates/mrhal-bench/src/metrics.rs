@@ -1,4 +1,4 @@
-//! Benchmark metrics (amp-paper.md §5 Eq. 8 and §8). All functions take only the items that
+//! Benchmark metrics (paper Eq. 8; docs/paper-notes.md §5–6). All functions take only the items that
 //! were scored; missing items are counted elsewhere and never imputed.
 
 use std::collections::BTreeMap;
@@ -22,7 +22,7 @@ pub struct MrhalMetrics {
     /// rated < 3.
     pub mean_hallucination_rate_paper: f64,
     /// What the reference code reports as "mean hallucination rate": the fraction of
-    /// dialogues whose *mean* rating is < 3 (amp-paper.md §9 item 6).
+    /// dialogues whose *mean* rating is < 3 (docs/paper-notes.md §5).
     pub mean_hallucination_rate_refcode: f64,
 }
 
@@ -92,7 +92,7 @@ pub fn mmhal_metrics(scores: &[(String, u8)]) -> Option<MmhalMetrics> {
     })
 }
 
-/// POPE answer parsing (LLaVA/AMP `eval_pope.py`, amp-paper.md §8): keep the text before the
+/// POPE answer parsing (LLaVA/AMP `eval_pope.py`, docs/paper-notes.md §6): keep the text before the
 /// first '.', drop commas, split on single spaces; "No", "not" or "no" among the words means
 /// "no", anything else "yes". Returns `true` for yes.
 pub fn pope_parse_yes(answer: &str) -> bool {
@@ -122,7 +122,7 @@ pub struct PopeMetrics {
     pub recall: Option<f64>,
     /// 2PR/(P+R); `None` when P or R is undefined or both are 0.
     pub f1: Option<f64>,
-    /// Predicted-yes fraction (not the ground-truth one; landscape §1.9).
+    /// Predicted-yes fraction (not the ground-truth one; docs/paper-notes.md §7).
     pub yes_ratio: f64,
 }
 

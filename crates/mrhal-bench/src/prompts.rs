@@ -1,5 +1,5 @@
 //! Judge prompt templates, written in this project's own words, carrying each benchmark's
-//! rubric (amp-paper.md §5: the 0–6 informativeness × hallucination scale; §8: LLaVA-Bench's
+//! rubric (docs/paper-notes.md §5: the 0–6 informativeness × hallucination scale; §6: LLaVA-Bench's
 //! pair of 1–10 scores). For exact comparability with published numbers, load the original
 //! prompt with [`Template::from_file`] (and LLaVA's `rule.json`).
 //!
@@ -22,7 +22,7 @@ pub struct Template {
     pub user: String,
 }
 
-/// The shared 0–6 rubric (amp-paper.md §5).
+/// The shared 0–6 rubric (docs/paper-notes.md §5).
 pub const RUBRIC_0_6: &str = "\
 6 = very informative, with good analysis or reasoning, and no hallucination
 5 = very informative, no hallucination

@@ -1,6 +1,6 @@
 //! The answering side: a [`Responder`] answers a (possibly multi-round) chat about one image.
 //!
-//! MRHal-Bench's protocol (amp-paper.md §5): the image is attached to the first user turn only,
+//! MRHal-Bench's protocol (docs/paper-notes.md §5): the image is attached to the first user turn only,
 //! and the model's **own** earlier answers form the history (not the standard answers).
 
 use serde::{Deserialize, Serialize};
@@ -66,7 +66,7 @@ pub struct Decoding {
 }
 
 impl Default for Decoding {
-    /// Greedy, 512 tokens (the MRHal/MMHal generation settings of amp-paper.md §5/§8, minus
+    /// Greedy, 512 tokens (the MRHal/MMHal generation settings of docs/paper-notes.md §5–6, minus
     /// beam search, which chat servers do not offer).
     fn default() -> Self {
         Decoding { temperature: 0.0, top_p: None, max_tokens: 512, seed: None }

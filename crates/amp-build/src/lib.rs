@@ -1,5 +1,13 @@
-//! Shared build script: bake libtorch's directory into every binary, test and bench as an rpath,
-//! so nothing needs LD_LIBRARY_PATH at run time.
+//! amp-build: the build-script helper every amp-rs crate that links libtorch calls from its
+//! `build.rs`: bake libtorch's directory into every binary, test and bench as an rpath, so nothing
+//! needs LD_LIBRARY_PATH at run time.
+//!
+//! ```no_run
+//! // build.rs
+//! fn main() {
+//!     amp_build::link_libtorch();
+//! }
+//! ```
 //!
 //! torch-sys (links = "tch") exports `DEP_TCH_LIBTORCH_LIB` to crates that depend on it directly.
 //! rustc links with `--as-needed`, which drops `libtorch_cuda.so` because no symbol of it is used
@@ -7,7 +15,9 @@
 //! machine.
 use std::path::Path;
 
-fn main() {
+/// Emit the link arguments described above. Call it from a build script of a crate that depends
+/// on `torch-sys` directly (only those see `DEP_TCH_LIBTORCH_LIB`).
+pub fn link_libtorch() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
