@@ -120,6 +120,7 @@ impl ProcessGroup {
 }
 
 enum Created {
+    #[allow(dead_code)] // constructed only in builds without one of the backends
     Unavailable(CollectiveError),
     Failed(String),
 }

@@ -91,6 +91,12 @@ fn rank_main() {
                 Vec::<f64>::try_from(&b[0]).unwrap(),
                 Vec::<i64>::try_from(&b[1]).unwrap()
             );
+            let me = format!("r{}", group.rank()).repeat(group.rank() + 1);
+            let all = mdpo::collective::all_gather_bytes(&group, me.as_bytes()).unwrap();
+            println!("RESULT gather {:?}", all.iter().map(|b| String::from_utf8_lossy(b)).collect::<Vec<_>>());
+            let mut grads: Vec<Tensor> = (0..3).map(|i| Tensor::full([4], (i as f64 + 1.0) * (r as f64 + 1.0), (Kind::Float, Device::Cpu))).collect();
+            let n = mdpo::collective::all_reduce_buckets(&group, &mut grads, 32).unwrap();
+            println!("RESULT buckets {n} {:?}", grads.iter().map(|g| vec_f32(g)[0]).collect::<Vec<_>>());
             group.barrier().unwrap();
             println!("RESULT done");
         }
@@ -160,6 +166,9 @@ fn run_math(store: &str) {
                 // mean of [[0,0],[0,0]]ᵀ and [[1,2],[3,4]]ᵀ = [[0.5,1.5],[1,2]]
                 "mean [0.5, 1.5, 1.0, 2.0]".to_string(),
                 "bcast [8.0, 8.0, 8.0] [100]".to_string(),
+                r#"gather ["r0", "r1r1"]"#.to_string(),
+                // 16-byte tensors, 32-byte buckets: {0, 1} and {2}; sums (i+1)·(1+2).
+                "buckets 2 [3.0, 6.0, 9.0]".to_string(),
                 "done".to_string(),
             ]
         );

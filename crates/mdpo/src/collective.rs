@@ -166,6 +166,74 @@ impl<C: Collective + ?Sized> Collective for Box<C> {
     }
 }
 
+/// Default bucket size of [`all_reduce_buckets`]: 25 MiB, DistributedDataParallel's default.
+pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
+
+/// All-reduce (sum) `tensors` in buckets of at most `bucket_bytes` (a tensor larger than that is
+/// a bucket of its own), one collective per bucket, as DistributedDataParallel reduces
+/// gradients. Consecutive tensors of one dtype and device share a bucket.
+pub fn all_reduce_buckets(
+    c: &dyn Collective,
+    tensors: &mut [Tensor],
+    bucket_bytes: usize,
+) -> Result<usize, CollectiveError> {
+    if c.world_size() == 1 || tensors.is_empty() {
+        return Ok(0);
+    }
+    let mut buckets = 0;
+    let mut start = 0;
+    while start < tensors.len() {
+        let (kind, device) = (tensors[start].kind(), tensors[start].device());
+        let mut bytes = 0usize;
+        let mut end = start;
+        while end < tensors.len()
+            && tensors[end].kind() == kind
+            && tensors[end].device() == device
+            && (end == start || bytes + nbytes(&tensors[end]) <= bucket_bytes)
+        {
+            bytes += nbytes(&tensors[end]);
+            end += 1;
+        }
+        c.all_reduce_sum(&mut tensors[start..end])?;
+        buckets += 1;
+        start = end;
+    }
+    Ok(buckets)
+}
+
+fn nbytes(t: &Tensor) -> usize {
+    t.numel() * t.kind().elt_size_in_bytes()
+}
+
+/// Every rank's `bytes`, indexed by rank (two all-reduces: the lengths, then the zero-padded
+/// rows; a sum with zeros is exact). For small payloads such as per-step metrics.
+pub fn all_gather_bytes(c: &dyn Collective, bytes: &[u8]) -> Result<Vec<Vec<u8>>, CollectiveError> {
+    let (world, rank) = (c.world_size(), c.rank());
+    if world == 1 {
+        return Ok(vec![bytes.to_vec()]);
+    }
+    let cpu = (tch::Kind::Int64, tch::Device::Cpu);
+    let mut lens = vec![Tensor::zeros([world as i64], cpu)];
+    let _ = lens[0].get(rank as i64).f_fill_(bytes.len() as i64)?;
+    c.all_reduce_sum(&mut lens)?;
+    let lens = Vec::<i64>::try_from(&lens[0])?;
+    let width = lens.iter().copied().max().unwrap_or(0).max(1);
+    let mut rows = vec![Tensor::zeros([world as i64, width], (tch::Kind::Uint8, tch::Device::Cpu))];
+    if !bytes.is_empty() {
+        let _ = rows[0]
+            .get(rank as i64)
+            .narrow(0, 0, bytes.len() as i64)
+            .f_copy_(&Tensor::from_slice(bytes))?;
+    }
+    c.all_reduce_sum(&mut rows)?;
+    let flat = Vec::<u8>::try_from(&rows[0].reshape([-1]))?;
+    Ok(lens
+        .iter()
+        .enumerate()
+        .map(|(r, &n)| flat[r * width as usize..r * width as usize + n as usize].to_vec())
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +249,13 @@ mod tests {
         assert_eq!(Vec::<f32>::try_from(&ts[0]).unwrap(), vec![1.0, -2.0]);
         assert_eq!(Vec::<f64>::try_from(&ts[1]).unwrap(), vec![3.0]);
         assert_eq!((c.rank(), c.world_size(), c.is_main()), (0, 1, true));
+    }
+
+    #[test]
+    fn helpers_are_free_in_a_world_of_one() {
+        let mut ts = vec![Tensor::from_slice(&[1.0f32])];
+        assert_eq!(all_reduce_buckets(&SingleProcess, &mut ts, 1).unwrap(), 0);
+        assert_eq!(all_gather_bytes(&SingleProcess, b"abc").unwrap(), vec![b"abc".to_vec()]);
     }
 
     #[test]
