@@ -18,11 +18,13 @@
 pub mod config;
 mod ffi;
 pub mod group;
+pub mod launch;
 pub mod peers;
 pub mod store;
 
 pub use config::{Backend, DistConfig, Rendezvous, DEFAULT_TIMEOUT};
 pub use group::ProcessGroup;
+pub use launch::{is_launched_rank, launch_local, LaunchError};
 pub use mdpo::collective::{Collective, CollectiveError, SingleProcess};
 
 /// Whether this build includes the Gloo backend (gloo's headers were found at build time).

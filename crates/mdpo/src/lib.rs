@@ -39,6 +39,7 @@ pub mod fingerprint;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod parallel;
 pub mod plot;
 pub mod trainer;
 
