@@ -61,6 +61,7 @@ fn run(cfg: &LlavaConfig, data: &[PreferenceExample], share: bool, prefix: bool,
     let config = MdpoConfig {
         levels: K,
         batch_size: 4,
+        grad_accum: 1,
         max_steps: Some(steps + 2),
         precompute_reference: cached,
         save_every: 0,

@@ -12,7 +12,7 @@
 //! Writes `metrics.jsonl`, `checkpoints/` and `plots/*.png` into `--out`.
 use clap::Parser;
 use mdpo::{
-    Conversation, MdpoConfig, MdpoError, PreferenceExample, PreferenceModel, Reference, ResponseLogps, Trainer, Turn,
+    Conversation, MdpoConfig, PreferenceExample, PreferenceModel, Reference, ResponseLogps, Trainer, Turn,
 };
 use std::ops::Range;
 use std::path::PathBuf;
@@ -69,10 +69,18 @@ struct Batch {
     size: usize,
 }
 
+/// The model's own error: the trainer hands it back as the source of `MdpoError::Model`.
+#[derive(Debug, thiserror::Error)]
+enum ByteMlpError {
+    #[error("level {0} is out of range")]
+    Level(usize),
+}
+
 impl PreferenceModel for ByteMlp {
     type Batch = Batch;
+    type Error = ByteMlpError;
 
-    fn encode(&self, examples: &[PreferenceExample]) -> mdpo::Result<Batch> {
+    fn encode(&self, examples: &[PreferenceExample]) -> Result<Batch, ByteMlpError> {
         let dev = self.vs.device();
         let k = examples[0].levels();
         let mut levels = Vec::with_capacity(k);
@@ -117,13 +125,13 @@ impl PreferenceModel for ByteMlp {
         batch.size
     }
 
-    fn response_logps(&self, batch: &Batch, levels: Range<usize>, _train: bool) -> mdpo::Result<ResponseLogps> {
+    fn response_logps(&self, batch: &Batch, levels: Range<usize>, _train: bool) -> Result<ResponseLogps, ByteMlpError> {
         let dev = self.vs.device();
         let b = batch.size as i64;
         let zeros = |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, dev));
         let (mut sums, mut weights, mut tokens) = (vec![], vec![], vec![]);
         for l in levels {
-            let lv = batch.levels.get(l).ok_or_else(|| MdpoError::Model(format!("level {l} out of range")))?;
+            let lv = batch.levels.get(l).ok_or(ByteMlpError::Level(l))?;
             let pooled = zeros(&[b, DIM]).index_add(0, &lv.pslot, &self.emb.forward(&lv.prompt));
             let count = zeros(&[b]).index_add(0, &lv.pslot, &lv.pslot.ones_like().to_kind(Kind::Float));
             let pooled = pooled / count.clamp_min(1.0).unsqueeze(1);
@@ -184,6 +192,7 @@ fn main() -> mdpo::Result<()> {
         lr: 1e-3,
         warmup_steps: 5,
         batch_size: 8,
+        grad_accum: 1,
         max_steps: Some(args.steps),
         level_chunk: args.level_chunk,
         save_every: 20,

@@ -214,6 +214,17 @@ fn print_summary(what: &str, s: &mdpo::TrainSummary) {
     );
 }
 
+/// `amp train` and `amp sft`: one path, the differences are in the [`mdpo::cli::Job`]. The LoRA
+/// adapter is written only when training succeeded (a non-finite run is an error).
+fn train_command(model: &ModelArgs, job: mdpo::Result<mdpo::cli::Job>) -> Result<(), String> {
+    let job = job.map_err(|e| e.to_string())?;
+    let (name, out) = (job.name(), job.config.output_dir.clone());
+    let policy = llava_policy(model)?;
+    let (summary, policy) = job.run(policy, mdpo::Reference::PolicyWithoutAdapters).map_err(|e| e.to_string())?;
+    print_summary(name, &summary);
+    save_adapter(&policy, &out)
+}
+
 /// Saves the trained adapters in PEFT's format next to the run's checkpoints.
 fn save_adapter(policy: &mllm::preference::LlavaPreference, run_dir: &std::path::Path) -> Result<(), String> {
     let dir = run_dir.join("adapter");
@@ -305,27 +316,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Merge(a) => {
             amp_data::cli::run_merge(&a).map_err(|e| s(&e))?;
         }
-        Command::Train(c) => {
-            let policy = llava_policy(&c.model)?;
-            let config = c.args.config().map_err(|e| s(&e))?;
-            let examples = c.args.examples(&config).map_err(|e| s(&e))?;
-            let out = config.output_dir.clone();
-            let mut trainer = mdpo::Trainer::new(policy, mdpo::Reference::PolicyWithoutAdapters, examples, config)
-                .map_err(|e| s(&e))?;
-            let summary = trainer.train().map_err(|e| s(&e))?;
-            print_summary("train", &summary);
-            save_adapter(trainer.policy(), &out)?;
-        }
-        Command::Sft(c) => {
-            let policy = llava_policy(&c.model)?;
-            let config = c.args.config().map_err(|e| s(&e))?;
-            let examples = c.args.examples().map_err(|e| s(&e))?;
-            let out = config.output_dir.clone();
-            let mut trainer = mdpo::Trainer::sft(policy, examples, config).map_err(|e| s(&e))?;
-            let summary = trainer.train().map_err(|e| s(&e))?;
-            print_summary("sft", &summary);
-            save_adapter(trainer.policy(), &out)?;
-        }
+        Command::Train(c) => train_command(&c.model, c.args.job())?,
+        Command::Sft(c) => train_command(&c.model, c.args.job())?,
         Command::Eval(EvalCmd::Answer(a)) => {
             mrhal_bench::cli::run_answer(&a).map_err(|e| s(&e))?;
         }

@@ -153,7 +153,7 @@ fn train_config(spec: &TrainSpec, seed: u64, out: &Path) -> MdpoConfig {
         max_steps: Some(spec.steps),
         max_grad_norm: Some(1.0),
         seed,
-        bf16: false,
+        grad_accum: 1,
         // Checkpoints every 100 steps: an interrupted expert resumes where it stopped.
         save_every: 100,
         keep_checkpoints: 1,

@@ -704,7 +704,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
                 batch_size: cfg.pref.batch_size,
                 max_steps: Some(cfg.pref.steps),
                 seed,
-                bf16: false,
+                grad_accum: 1,
                 save_every: 0,
                 keep_checkpoints: 1,
                 resume: true,

@@ -1,11 +1,13 @@
-//! Command-line arguments for `amp train` (MDPO) and `amp sft`. The model is abstract here: the
-//! binary that owns a concrete model turns [`TrainArgs`] into an [`MdpoConfig`] and examples with
-//! [`TrainArgs::config`] / [`TrainArgs::examples`], builds the policy and the reference, and
-//! calls [`run`].
+//! Command-line arguments for `amp train` (MDPO) and `amp sft`, and the one code path both take.
+//!
+//! The two commands differ only in data: which flags exist ([`TrainArgs`] adds the loss and level
+//! flags), which file format is read (AMP's K-level format or LLaVA instructions), and which
+//! objective runs ([`Task`]). Each turns into a [`Job`] (task, config, examples); the binary that
+//! owns a concrete model builds the policy and calls [`Job::run`].
 use crate::config::MdpoConfig;
 use crate::data::{load_amp_file, load_sft_file, LoadOptions};
 use crate::loss::{PairLoss, PairSet};
-use crate::trainer::{Reference, TrainSummary, Trainer};
+use crate::trainer::{Reference, Task, TrainSummary, Trainer};
 use crate::{PreferenceExample, PreferenceModel, Result};
 use std::path::PathBuf;
 
@@ -49,9 +51,10 @@ pub struct CommonArgs {
     /// Start from scratch even if output_dir holds checkpoints (refused unless empty).
     #[arg(long)]
     pub no_resume: bool,
-    /// Disable bf16 autocast on CUDA.
+    /// Resume although a training setting differs from the checkpoint's (logged in
+    /// metrics.jsonl); without it such a resume is refused, naming the setting.
     #[arg(long)]
-    pub fp32: bool,
+    pub override_config: bool,
 }
 
 /// `amp train`: MDPO.
@@ -128,8 +131,8 @@ impl CommonArgs {
         if self.no_resume {
             c.resume = false;
         }
-        if self.fp32 {
-            c.bf16 = false;
+        if self.override_config {
+            c.override_config = true;
         }
         Ok(())
     }
@@ -180,10 +183,9 @@ impl TrainArgs {
         Ok(c)
     }
 
-    /// Loads the AMP-format data with K from the config.
-    pub fn examples(&self, config: &MdpoConfig) -> Result<Vec<PreferenceExample>> {
-        let opts = LoadOptions { levels: Some(config.levels), image_root: self.common.image_root.clone(), check_images: true };
-        load_amp_file(&self.common.data, &opts)
+    /// The config and the AMP-format data (K from the config).
+    pub fn job(&self) -> Result<Job> {
+        Job::load(Task::Preference, self.config()?, &self.common)
     }
 }
 
@@ -197,25 +199,53 @@ impl SftArgs {
         Ok(c)
     }
 
-    /// Loads the SFT data.
-    pub fn examples(&self) -> Result<Vec<PreferenceExample>> {
-        let opts = LoadOptions { levels: Some(1), image_root: self.common.image_root.clone(), check_images: true };
-        load_sft_file(&self.common.data, &opts)
+    /// The config and the SFT data (LLaVA or AMP format, K = 1).
+    pub fn job(&self) -> Result<Job> {
+        Job::load(Task::Sft, self.config()?, &self.common)
     }
 }
 
-/// Runs MDPO training with a concrete model: parses config and data from `args`, then trains.
-pub fn run<M: PreferenceModel>(args: &TrainArgs, policy: M, reference: Reference<M>) -> Result<TrainSummary> {
-    let config = args.config()?;
-    let examples = args.examples(&config)?;
-    Trainer::new(policy, reference, examples, config)?.train()
+/// A parsed `train` or `sft` command: everything but the model.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub task: Task,
+    pub config: MdpoConfig,
+    pub examples: Vec<PreferenceExample>,
 }
 
-/// Runs SFT with a concrete model.
-pub fn run_sft<M: PreferenceModel>(args: &SftArgs, policy: M) -> Result<TrainSummary> {
-    let config = args.config()?;
-    let examples = args.examples()?;
-    Trainer::sft(policy, examples, config)?.train()
+impl Job {
+    fn load(task: Task, config: MdpoConfig, common: &CommonArgs) -> Result<Self> {
+        let opts = LoadOptions { levels: Some(config.levels), image_root: common.image_root.clone(), check_images: true };
+        let examples = match task {
+            Task::Preference => load_amp_file(&common.data, &opts)?,
+            Task::Sft => load_sft_file(&common.data, &opts)?,
+        };
+        Ok(Self { task, config, examples })
+    }
+
+    /// The command's name (`train` or `sft`).
+    pub fn name(&self) -> &'static str {
+        match self.task {
+            Task::Preference => "train",
+            Task::Sft => "sft",
+        }
+    }
+
+    /// Prints the global batch, trains `policy` (the reference is unused for SFT) and returns the
+    /// summary and the trained policy.
+    pub fn run<M: PreferenceModel>(self, policy: M, reference: Reference<M>) -> Result<(TrainSummary, M)> {
+        let c = &self.config;
+        eprintln!(
+            "amp {}: global batch {} = micro-batch {} × {} accumulation step(s) (--batch-size, --grad-accum)",
+            self.name(),
+            c.global_batch(),
+            c.batch_size,
+            c.grad_accum
+        );
+        let mut trainer = Trainer::for_task(self.task, policy, reference, self.examples, self.config)?;
+        let summary = trainer.train()?;
+        Ok((summary, trainer.into_policy()))
+    }
 }
 
 #[cfg(test)]

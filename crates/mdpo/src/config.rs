@@ -5,9 +5,11 @@ use crate::{MdpoError, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Everything that defines an MDPO (or SFT) run. Defaults follow the authors' scripts
-/// (`scripts/7b-v1.5/train_dpo.sh`, §4c): lr 5e-5 constant after 20 warmup steps, β = 0.1,
-/// K = 4, max grad norm 0.3, weight decay 0, round weight 0.05.
+/// Everything that defines an MDPO (or SFT) run. Defaults follow the authors' training setup
+/// (paper §4c and their `scripts/7b-v1.5/train_dpo.sh`): lr 5e-5 constant after 20 warmup steps,
+/// β = 0.1, K = 4, max grad norm 0.3, weight decay 0, round weight 0.05, and a global batch of 16
+/// (they ran 2 examples per GPU on 8 GPUs; here micro-batch 2 × 8 accumulation steps on one device,
+/// the same gradients).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MdpoConfig {
@@ -26,10 +28,12 @@ pub struct MdpoConfig {
     pub warmup_steps: usize,
     /// AdamW hyper-parameters.
     pub adamw: AdamWConfig,
-    /// Examples per micro-batch.
+    /// Examples per micro-batch (one forward/backward). Default 2: the authors' per-GPU batch.
     pub batch_size: usize,
     /// Micro-batches per optimizer step; the loss is scaled so that `grad_accum × batch_size`
-    /// equals one batch of that size (docs/paper-notes.md §7).
+    /// micro-batches give the gradients of one batch of that size. Default 8, so the global batch
+    /// `batch_size × grad_accum` is the authors' 16 (2 per GPU × 8 GPUs). To fit a smaller
+    /// device, lower `batch_size` and raise `grad_accum` by the same factor.
     pub grad_accum: usize,
     /// Epochs (ignored when `max_steps` is set).
     pub epochs: usize,
@@ -42,8 +46,6 @@ pub struct MdpoConfig {
     pub level_chunk: Option<usize>,
     /// Seed of the data order and of the per-step torch RNG (dropout).
     pub seed: u64,
-    /// bf16 autocast for the forward passes when the model is on CUDA.
-    pub bf16: bool,
     /// Stop with an error after this many skipped (non-finite) steps.
     pub max_skipped_steps: usize,
     /// Checkpoint every N optimizer steps (0: only at the end).
@@ -52,6 +54,10 @@ pub struct MdpoConfig {
     pub keep_checkpoints: usize,
     /// Resume from the newest checkpoint in `output_dir` if there is one.
     pub resume: bool,
+    /// Resume even though a training setting differs from the checkpoint's config (each change
+    /// is logged as an `override_config` event in `metrics.jsonl`); without it such a resume is
+    /// refused, naming the setting.
+    pub override_config: bool,
     /// Run directory: `metrics.jsonl`, `checkpoints/`, plots, the reference cache.
     pub output_dir: PathBuf,
     /// Precompute the reference log-probs once (and cache them on disk) instead of running the
@@ -78,17 +84,17 @@ impl Default for MdpoConfig {
             warmup_steps: 20,
             adamw: AdamWConfig::default(),
             batch_size: 2,
-            grad_accum: 1,
+            grad_accum: 8,
             epochs: 4,
             max_steps: None,
             max_grad_norm: Some(0.3),
             level_chunk: None,
             seed: 42,
-            bf16: true,
             max_skipped_steps: 10,
             save_every: 500,
             keep_checkpoints: 2,
             resume: true,
+            override_config: false,
             output_dir: PathBuf::from("runs/mdpo"),
             precompute_reference: true,
             ref_cache: None,
@@ -108,6 +114,11 @@ impl MdpoConfig {
             location: format!("line {} column {}", e.line(), e.column()),
             message: e.to_string(),
         })
+    }
+
+    /// Examples per optimizer step: `batch_size × grad_accum`.
+    pub fn global_batch(&self) -> usize {
+        self.batch_size * self.grad_accum
     }
 
     /// The reference cache path.

@@ -13,11 +13,15 @@
 //! * [`model`] — the [`PreferenceModel`] trait.
 //! * [`loss`] — MDPO and its variants (adjacent / top-vs-rest / explicit pairs, DPO, IPO, hinge,
 //!   cDPO, Plackett–Luce / PRO), with per-pair metrics.
-//! * [`config`], [`trainer`] — [`MdpoConfig`] and the [`Trainer`] (MDPO and SFT).
+//! * [`config`] — [`MdpoConfig`], the whole definition of a run.
+//! * [`trainer`] — the [`Trainer`] (MDPO and SFT): the step and the loop.
+//! * [`reference`] — where `log π_ref` comes from, and its cache with its key.
+//! * [`checkpoint`] — atomic checkpoints and the checks a resume makes.
+//! * [`metrics`] — `metrics.jsonl` and the PNG curves ([`plot`]).
 //! * [`optim`] — AdamW with exact save/load, warmup + constant/cosine schedule.
 //! * [`fingerprint`] — hashes for the reference cache key.
-//! * [`plot`] — PNG curves.
-//! * [`cli`] — clap arguments for `train` and `sft`.
+//! * [`guard`] — a device out-of-memory inside a step as a typed error.
+//! * [`cli`] — clap arguments for `train` and `sft`, one code path for both.
 //!
 //! ```no_run
 //! # fn demo<M: mdpo::PreferenceModel>(policy: M, reference: M) -> mdpo::Result<()> {
@@ -30,23 +34,28 @@
 //! # Ok(()) }
 //! ```
 
+pub mod checkpoint;
 pub mod cli;
 pub mod collective;
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod fingerprint;
+pub mod guard;
 pub mod loss;
+pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod parallel;
-pub mod plot;
+pub mod reference;
 pub mod trainer;
 
 pub use collective::{Collective, CollectiveError, SingleProcess};
+pub use metrics::plot;
+
 pub use config::MdpoConfig;
 pub use data::{Conversation, PreferenceExample, Turn};
-pub use error::{MdpoError, Result};
+pub use error::{BoxError, MdpoError, Result};
 pub use loss::{preference_loss, LossConfig, LossMetrics, PairMetrics};
 pub use model::{PreferenceModel, ResponseLogps};
-pub use trainer::{Reference, StepLog, TrainState, TrainSummary, Trainer};
+pub use trainer::{Reference, StepLog, Task, TrainState, TrainSummary, Trainer};

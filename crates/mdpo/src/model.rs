@@ -7,7 +7,7 @@ use tch::{nn, Tensor};
 /// Per-response log-probabilities for a batch, each tensor of shape `[levels, B]`.
 ///
 /// `sum[k, b] = Σ_t w_t · log π(y_t | x, y_<t)` over the response tokens of level `k` of example
-/// `b`, where `w_t` is the token weight (AMP weighs the tokens of round r by `1 + 0.05·r`;
+/// `b`, where `w_t` is the token weight (AMP weighs the tokens of round r by `1 + 0.05·r`, §4b;
 /// prompt, image and padding tokens weigh 0). `weight[k, b] = Σ_t w_t` and `tokens[k, b]` is the
 /// plain number of response tokens; `sum / weight` is the weighted mean log-prob.
 #[derive(Debug)]
@@ -21,13 +21,19 @@ pub struct ResponseLogps {
 ///
 /// Implementations should encode each image (and, if they can, each shared prompt prefix) once
 /// per example and reuse it across the K responses: that is where most of the speed of a K-level
-/// step comes from.
+/// step comes from. The model owns its precision: a bf16 model runs its forward in bf16 (e.g.
+/// LoRA factors cast to the activation dtype); the trainer never changes it.
 pub trait PreferenceModel {
     /// The model's encoded batch (token ids, masks, pixel values, ...), built by [`Self::encode`].
     type Batch;
 
+    /// The model's own error. The trainer returns it as the `#[source]` of
+    /// [`crate::MdpoError::Model`] (downcast it to tell, say, bad input from a device failure);
+    /// `MdpoError` itself may be used and then passes through unchanged.
+    type Error: std::error::Error + Send + Sync + 'static;
+
     /// Encode a batch of examples. Every example has the same number of levels K.
-    fn encode(&self, examples: &[PreferenceExample]) -> Result<Self::Batch>;
+    fn encode(&self, examples: &[PreferenceExample]) -> Result<Self::Batch, Self::Error>;
 
     /// Number of examples B in an encoded batch.
     fn batch_len(&self, batch: &Self::Batch) -> usize;
@@ -40,7 +46,7 @@ pub trait PreferenceModel {
         batch: &Self::Batch,
         levels: Range<usize>,
         train: bool,
-    ) -> Result<ResponseLogps>;
+    ) -> Result<ResponseLogps, Self::Error>;
 
     /// The variables the optimizer updates (for LoRA: the adapter weights only).
     fn trainable_vars(&self) -> &nn::VarStore;
@@ -60,7 +66,7 @@ pub trait PreferenceModel {
     fn encoding_fingerprint(&self) -> String;
 
     /// Set the per-round token-weight coefficient `c`: the response tokens of round `r`
-    /// (0-indexed) weigh `1 + c·r` in [`ResponseLogps`] (AMP's "loss_turbo", `c = 0.05`). The
+    /// (0-indexed) weigh `1 + c·r` in [`ResponseLogps`] (AMP's "loss_turbo", `c = 0.05`, §4b). The
     /// trainer calls it once with `MdpoConfig::round_weight`. The default implementation accepts
     /// only AMP's 0.05, for models that hard-code it; models that support other values override it
     /// (and include `c` in [`Self::encoding_fingerprint`]).

@@ -13,10 +13,6 @@ use mdpo::{MdpoError, PreferenceExample, PreferenceModel, ResponseLogps};
 use std::ops::Range;
 use tch::{nn, Kind, Tensor};
 
-fn merr(e: MllmError) -> MdpoError {
-    MdpoError::Model(e.to_string())
-}
-
 /// A LLaVA model with its tokenizer and image processor, ready for MDPO.
 pub struct LlavaPreference {
     pub model: Llava,
@@ -55,13 +51,13 @@ impl LlavaPreference {
         Self { model, tokenizer, images, max_len: None, share_image_encoding: true, share_prefix: true }
     }
 
-    fn turns(ex: &PreferenceExample, k: usize) -> Result<Vec<String>, MdpoError> {
+    fn turns(ex: &PreferenceExample, k: usize) -> Result<Vec<String>, MllmError> {
         let conv = &ex.responses[k];
         let mut out = Vec::with_capacity(conv.len());
         for (i, t) in conv.iter().enumerate() {
             let want = if i % 2 == 0 { "human" } else { "gpt" };
             if t.from != want {
-                return Err(MdpoError::Model(format!(
+                return Err(MllmError::Input(format!(
                     "example {}: response {k}, turn {i}: expected `from: {want}`, got `{}`",
                     ex.id, t.from
                 )));
@@ -69,7 +65,7 @@ impl LlavaPreference {
             out.push(t.value.clone());
         }
         if out.len() < 2 || out.len() % 2 == 1 {
-            return Err(MdpoError::Model(format!("example {}: response {k} must end with a gpt turn", ex.id)));
+            return Err(MllmError::Input(format!("example {}: response {k} must end with a gpt turn", ex.id)));
         }
         Ok(out)
     }
@@ -77,39 +73,40 @@ impl LlavaPreference {
 
 impl PreferenceModel for LlavaPreference {
     type Batch = LlavaBatch;
+    type Error = MllmError;
 
-    fn encode(&self, examples: &[PreferenceExample]) -> mdpo::Result<LlavaBatch> {
+    fn encode(&self, examples: &[PreferenceExample]) -> Result<LlavaBatch, MllmError> {
         let b = examples.len();
         let k = examples.first().map(|e| e.levels()).unwrap_or(0);
         if b == 0 || k == 0 {
-            return Err(MdpoError::Model("empty batch".into()));
+            return Err(MllmError::Input("empty batch".into()));
         }
         let mut rows = Vec::with_capacity(b * k);
         let mut pixels = Vec::new();
         let mut image_index = Vec::with_capacity(b);
         for ex in examples {
             if ex.levels() != k {
-                return Err(MdpoError::Model(format!("example {}: {} levels, the batch has {k}", ex.id, ex.levels())));
+                return Err(MllmError::Input(format!("example {}: {} levels, the batch has {k}", ex.id, ex.levels())));
             }
             let mut n_images = None;
             for lvl in 0..k {
                 let e = self.tokenizer.encode(&Self::turns(ex, lvl)?, self.max_len).map_err(|e| {
-                    MdpoError::Model(format!("example {}: response {lvl}: {e}", ex.id))
+                    MllmError::Input(format!("example {}: response {lvl}: {e}", ex.id))
                 })?;
                 if e.images > 1 {
-                    return Err(MdpoError::Model(format!("example {}: more than one <image> per conversation", ex.id)));
+                    return Err(MllmError::Input(format!("example {}: more than one <image> per conversation", ex.id)));
                 }
                 if *n_images.get_or_insert(e.images) != e.images {
-                    return Err(MdpoError::Model(format!("example {}: responses disagree on the <image> placeholder", ex.id)));
+                    return Err(MllmError::Input(format!("example {}: responses disagree on the <image> placeholder", ex.id)));
                 }
                 rows.push(e);
             }
             match (n_images.unwrap_or(0), &ex.image) {
                 (1, Some(path)) => {
                     image_index.push(Some(pixels.len() as i64));
-                    pixels.push(self.images.preprocess_file(path).map_err(merr)?);
+                    pixels.push(self.images.preprocess_file(path)?);
                 }
-                (1, None) => return Err(MdpoError::Model(format!("example {}: <image> in the text but no image", ex.id))),
+                (1, None) => return Err(MllmError::Input(format!("example {}: <image> in the text but no image", ex.id))),
                 _ => image_index.push(None),
             }
         }
@@ -145,9 +142,9 @@ impl PreferenceModel for LlavaPreference {
         batch.b
     }
 
-    fn response_logps(&self, batch: &LlavaBatch, levels: Range<usize>, train: bool) -> mdpo::Result<ResponseLogps> {
+    fn response_logps(&self, batch: &LlavaBatch, levels: Range<usize>, train: bool) -> Result<ResponseLogps, MllmError> {
         if levels.end > batch.k || levels.is_empty() {
-            return Err(MdpoError::Model(format!("levels {levels:?} outside 0..{}", batch.k)));
+            return Err(MllmError::Input(format!("levels {levels:?} outside 0..{}", batch.k)));
         }
         let dev = self.model.device();
         let rows: Vec<i64> = levels.clone().flat_map(|l| (0..batch.b).map(move |b| (b * batch.k + l) as i64)).collect();
@@ -169,7 +166,7 @@ impl PreferenceModel for LlavaPreference {
             }
             _ => None,
         };
-        let embeds = self.model.embed(&ids, feats.as_ref()).map_err(merr)?;
+        let embeds = self.model.embed(&ids, feats.as_ref())?;
         let t = ids.size()[1];
         let w = weights.narrow(1, 1, t - 1);
         let prefix = if self.share_prefix { self.prefix_sum(&ids, &valid, &weights, &embeds, levels.len(), batch.b, train)? } else { None };
@@ -225,11 +222,11 @@ impl PreferenceModel for LlavaPreference {
     }
 }
 
-fn to_vec<T>(x: &Tensor) -> mdpo::Result<Vec<T>>
+fn to_vec<T>(x: &Tensor) -> Result<Vec<T>, MllmError>
 where
     Vec<T>: TryFrom<Tensor, Error = tch::TchError>,
 {
-    Vec::<T>::try_from(x.to_device(tch::Device::Cpu).contiguous().view([-1])).map_err(|e| MdpoError::Model(e.to_string()))
+    Vec::<T>::try_from(x.to_device(tch::Device::Cpu).contiguous().view([-1])).map_err(MllmError::Torch)
 }
 
 impl LlavaPreference {
@@ -252,7 +249,7 @@ impl LlavaPreference {
         l: usize,
         b: usize,
         train: bool,
-    ) -> mdpo::Result<Option<Tensor>> {
+    ) -> Result<Option<Tensor>, MllmError> {
         let dev = ids.device();
         let t = ids.size()[1] as usize;
         let idv: Vec<i64> = to_vec(ids)?;

@@ -117,6 +117,7 @@ fn encode_level(examples: &[PreferenceExample], k: usize, c: f64) -> Level {
 
 impl PreferenceModel for TinyLm {
     type Batch = TinyBatch;
+    type Error = MdpoError;
 
     fn encode(&self, examples: &[PreferenceExample]) -> Result<TinyBatch> {
         let k = examples.first().map(|e| e.levels()).unwrap_or(0);
@@ -223,7 +224,6 @@ pub fn config(dir: &Path, k: usize) -> MdpoConfig {
         grad_accum: 1,
         epochs: 2,
         max_grad_norm: None,
-        bf16: false,
         save_every: 0,
         plots: false,
         output_dir: dir.to_path_buf(),

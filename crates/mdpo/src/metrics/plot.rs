@@ -1,7 +1,7 @@
 //! PNG training curves (plotters, bitmap backend, DejaVu Sans registered through ab_glyph):
 //! `loss.png`, `accuracy.png` (reward accuracy per pair), `margins.png` (reward margin per pair)
 //! and `logps.png` (mean per-token log-prob per level — AMP's anchor exists because these fall).
-use crate::trainer::StepLog;
+use super::StepLog;
 use crate::{MdpoError, Result};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -24,7 +24,7 @@ pub struct Series {
 }
 
 fn plot_err<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> MdpoError + '_ {
-    move |e| MdpoError::Model(format!("plot {}: {e}", path.display()))
+    move |e| MdpoError::Plot { path: path.to_path_buf(), message: e.to_string() }
 }
 
 /// Draws a line chart with a title, axis labels and a legend.
