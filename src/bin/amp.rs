@@ -166,6 +166,8 @@ struct TrainCmd {
     model: ModelArgs,
     #[command(flatten)]
     args: mdpo::cli::TrainArgs,
+    #[command(flatten)]
+    dist: DistArgs,
 }
 
 #[derive(clap::Args)]
@@ -174,6 +176,25 @@ struct SftCmd {
     model: ModelArgs,
     #[command(flatten)]
     args: mdpo::cli::SftArgs,
+    #[command(flatten)]
+    dist: DistArgs,
+}
+
+/// Data-parallel training (docs/distributed.md). A job started by torchrun or Slurm with
+/// `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT` set joins it without any flag.
+#[derive(clap::Args)]
+struct DistArgs {
+    /// Run N local ranks (processes) of this command, each on `--batch-size × --grad-accum`
+    /// examples per step (Gloo on CPU, NCCL on CUDA).
+    #[arg(long, default_value_t = 1)]
+    nproc: usize,
+    /// Seconds a rendezvous or one collective may wait before every rank stops with an error.
+    #[arg(long, default_value_t = 300)]
+    dist_timeout: u64,
+}
+
+fn local_rank() -> usize {
+    std::env::var("LOCAL_RANK").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// Loads the LLaVA checkpoint with fresh LoRA adapters, ready for `mdpo`.
@@ -181,7 +202,8 @@ fn llava_policy(m: &ModelArgs) -> Result<mllm::preference::LlavaPreference, Stri
     use mllm::llava::{Llava, LoadOptions};
     let (device, kind) = match m.device.as_str() {
         "cpu" => (tch::Device::Cpu, tch::Kind::Float),
-        "cuda" if tch::Cuda::is_available() => (tch::Device::Cuda(0), tch::Kind::BFloat16),
+        // A data-parallel rank uses the GPU of its LOCAL_RANK (torchrun's convention).
+        "cuda" if tch::Cuda::is_available() => (tch::Device::Cuda(local_rank()), tch::Kind::BFloat16),
         "cuda" => return Err("--device cuda: no CUDA device is available".into()),
         other => return Err(format!("--device {other:?}: expected cpu or cuda")),
     };
@@ -216,13 +238,31 @@ fn print_summary(what: &str, s: &mdpo::TrainSummary) {
 
 /// `amp train` and `amp sft`: one path, the differences are in the [`mdpo::cli::Job`]. The LoRA
 /// adapter is written only when training succeeded (a non-finite run is an error).
-fn train_command(model: &ModelArgs, job: mdpo::Result<mdpo::cli::Job>) -> Result<(), String> {
-    let job = job.map_err(|e| e.to_string())?;
+fn train_command(
+    model: &ModelArgs,
+    dist: &DistArgs,
+    job: impl FnOnce() -> mdpo::Result<mdpo::cli::Job>,
+) -> Result<(), String> {
+    let timeout = std::time::Duration::from_secs(dist.dist_timeout);
+    if dist.nproc > 1 && !mdpo_dist::is_launched_rank() {
+        return mdpo_dist::launch_local(dist.nproc, timeout).map_err(|e| e.to_string());
+    }
+    let job = job().map_err(|e| e.to_string())?;
     let (name, out) = (job.name(), job.config.output_dir.clone());
+    let backend = if model.device == "cuda" { mdpo_dist::Backend::Nccl } else { mdpo_dist::Backend::Gloo };
+    let comm = mdpo_dist::connect_from_env(backend, timeout).map_err(|e| e.to_string())?;
+    let main = comm.is_main();
+    // The fresh LoRA A matrices are drawn from torch's generator: seed it from the run's seed so
+    // a run is reproducible (and every rank draws what rank 0 broadcasts anyway).
+    tch::manual_seed(job.config.seed as i64);
     let policy = llava_policy(model)?;
-    let (summary, policy) = job.run(policy, mdpo::Reference::PolicyWithoutAdapters).map_err(|e| e.to_string())?;
-    print_summary(name, &summary);
-    save_adapter(&policy, &out)
+    let (summary, policy) =
+        job.run_with(policy, mdpo::Reference::PolicyWithoutAdapters, comm).map_err(|e| e.to_string())?;
+    if main {
+        print_summary(name, &summary);
+        save_adapter(&policy, &out)?;
+    }
+    Ok(())
 }
 
 /// Saves the trained adapters in PEFT's format next to the run's checkpoints.
@@ -316,8 +356,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Merge(a) => {
             amp_data::cli::run_merge(&a).map_err(|e| s(&e))?;
         }
-        Command::Train(c) => train_command(&c.model, c.args.job())?,
-        Command::Sft(c) => train_command(&c.model, c.args.job())?,
+        Command::Train(c) => train_command(&c.model, &c.dist, || c.args.job())?,
+        Command::Sft(c) => train_command(&c.model, &c.dist, || c.args.job())?,
         Command::Eval(EvalCmd::Answer(a)) => {
             mrhal_bench::cli::run_answer(&a).map_err(|e| s(&e))?;
         }

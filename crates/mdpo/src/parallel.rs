@@ -33,6 +33,9 @@ pub struct StepTotals {
     pub non_finite: f64,
     /// Σ of the scaled per-level token log-probs.
     pub level_token_logps: Vec<f64>,
+    /// Per trainable tensor, the number of ranks where it has a gradient (a tensor no rank's
+    /// forward used keeps none, as in a single process).
+    pub grads_defined: Vec<f64>,
 }
 
 impl StepTotals {
@@ -43,15 +46,18 @@ impl StepTotals {
         }
         let mut v = vec![self.loss, self.tokens, self.weight, self.non_finite];
         v.extend(&self.level_token_logps);
+        v.extend(&self.grads_defined);
         let mut t = [Tensor::from_slice(&v)];
         comm.all_reduce_sum(&mut t)?;
         let v = Vec::<f64>::try_from(&t[0])?;
+        let k = 4 + self.level_token_logps.len();
         Ok(Self {
             loss: v[0],
             tokens: v[1],
             weight: v[2],
             non_finite: v[3],
-            level_token_logps: v[4..].to_vec(),
+            level_token_logps: v[4..k].to_vec(),
+            grads_defined: v[k..].to_vec(),
         })
     }
 }
@@ -136,7 +142,7 @@ mod tests {
 
     #[test]
     fn a_world_of_one_reduces_nothing() {
-        let t = StepTotals { loss: 1.5, tokens: 3.0, weight: 0.0, non_finite: 0.0, level_token_logps: vec![-1.0] };
+        let t = StepTotals { loss: 1.5, tokens: 3.0, weight: 0.0, non_finite: 0.0, level_token_logps: vec![-1.0], grads_defined: vec![1.0] };
         assert_eq!(t.clone().all_reduce(&crate::SingleProcess).unwrap(), t);
         let (s, w) = gather_rows(&crate::SingleProcess, 2, 1, &[(1, vec![2.0], vec![4.0])]).unwrap();
         assert_eq!(Vec::<f64>::try_from(&s.reshape([-1])).unwrap(), vec![0.0, 2.0]);
