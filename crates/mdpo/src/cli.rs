@@ -263,8 +263,12 @@ impl Job {
                 c.grad_accum
             );
         }
+        let name = self.name();
         let mut trainer = Trainer::with_collective(self.task, policy, reference, self.examples, self.config, comm)?;
         let summary = trainer.train()?;
+        if world > 1 && trainer.rank().0 == 0 {
+            eprintln!("amp {name}: all-reduce {:.3} s over {} step(s)", trainer.all_reduce_seconds(), summary.steps);
+        }
         Ok((summary, trainer.into_policy()))
     }
 }
