@@ -79,7 +79,7 @@ fn rank_main() {
             let mut t = vec![Tensor::from_slice(&[r, 2.0 * r, 3.0 * r, 4.0 * r]).view([2, 2]).tr()];
             group.all_reduce_mean(&mut t).unwrap();
             println!("RESULT mean {:?}", vec_f32(&t[0].contiguous()));
-            let mut b = vec![
+            let mut b = [
                 Tensor::full([3], 7.0 + r as f64, (Kind::Double, Device::Cpu)),
                 Tensor::from_slice(&[r as i64 * 100]),
             ];

@@ -220,7 +220,7 @@ pub fn all_gather_bytes(c: &dyn Collective, bytes: &[u8]) -> Result<Vec<Vec<u8>>
     let width = lens.iter().copied().max().unwrap_or(0).max(1);
     let mut rows = vec![Tensor::zeros([world as i64, width], (tch::Kind::Uint8, tch::Device::Cpu))];
     if !bytes.is_empty() {
-        let _ = rows[0]
+        rows[0]
             .get(rank as i64)
             .narrow(0, 0, bytes.len() as i64)
             .f_copy_(&Tensor::from_slice(bytes))?;
