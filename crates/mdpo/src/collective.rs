@@ -177,6 +177,26 @@ pub fn all_reduce_buckets(
     tensors: &mut [Tensor],
     bucket_bytes: usize,
 ) -> Result<usize, CollectiveError> {
+    for_buckets(c, tensors, bucket_bytes, |c, b| c.all_reduce_sum(b))
+}
+
+/// [`Collective::broadcast`] from `root` in buckets, as [`all_reduce_buckets`] groups them (a
+/// list may mix dtypes and devices).
+pub fn broadcast_buckets(
+    c: &dyn Collective,
+    tensors: &mut [Tensor],
+    root: usize,
+    bucket_bytes: usize,
+) -> Result<usize, CollectiveError> {
+    for_buckets(c, tensors, bucket_bytes, |c, b| c.broadcast(b, root))
+}
+
+fn for_buckets(
+    c: &dyn Collective,
+    tensors: &mut [Tensor],
+    bucket_bytes: usize,
+    op: impl Fn(&dyn Collective, &mut [Tensor]) -> Result<(), CollectiveError>,
+) -> Result<usize, CollectiveError> {
     if c.world_size() == 1 || tensors.is_empty() {
         return Ok(0);
     }
@@ -194,7 +214,7 @@ pub fn all_reduce_buckets(
             bytes += nbytes(&tensors[end]);
             end += 1;
         }
-        c.all_reduce_sum(&mut tensors[start..end])?;
+        op(c, &mut tensors[start..end])?;
         buckets += 1;
         start = end;
     }

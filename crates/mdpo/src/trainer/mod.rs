@@ -30,7 +30,7 @@ pub use crate::metrics::{read_metrics, StepLog};
 pub use crate::reference::{CacheKey, Reference};
 
 use crate::checkpoint::{self, Snapshot};
-use crate::collective::{all_reduce_buckets, Collective, SingleProcess, DEFAULT_BUCKET_BYTES};
+use crate::collective::{all_reduce_buckets, broadcast_buckets, Collective, SingleProcess, DEFAULT_BUCKET_BYTES};
 use crate::parallel::{gather_metrics, rank_micro_batches, StepTotals};
 use crate::config::MdpoConfig;
 use crate::data::{fingerprint_examples, PreferenceExample};
@@ -270,9 +270,9 @@ impl<M: PreferenceModel> Trainer<M> {
             (p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize, p[4] as u64, p[5] != 0);
         self.opt.t = self.state.adam_t;
         let mut params: Vec<Tensor> = self.opt.params().iter().map(Tensor::shallow_clone).collect();
-        tch::no_grad(|| self.comm.broadcast(&mut params, 0))?;
+        tch::no_grad(|| broadcast_buckets(self.comm.as_ref(), &mut params, 0, DEFAULT_BUCKET_BYTES))?;
         let mut moments = self.opt.moments();
-        self.comm.broadcast(&mut moments, 0)?;
+        broadcast_buckets(self.comm.as_ref(), &mut moments, 0, DEFAULT_BUCKET_BYTES)?;
         Ok(())
     }
 
