@@ -9,9 +9,13 @@
 //! ```text
 //! cargo run --release --example custom_model_mdpo -- --steps 60 --out runs/custom-mdpo
 //! ```
-//! Writes `metrics.jsonl`, `checkpoints/` and `plots/*.png` into `--out`.
+//! Writes `metrics.jsonl`, `checkpoints/` and `plots/*.png` into `--out`. Data parallel
+//! (docs/distributed.md): `--nproc 2` runs two local ranks over Gloo, each on `--batch-size ×
+//! --grad-accum` examples per step; a torchrun environment (`RANK`, `WORLD_SIZE`, ...) is joined
+//! as is.
 use clap::Parser;
 use mdpo::{
+    trainer::Task,
     Conversation, MdpoConfig, PreferenceExample, PreferenceModel, Reference, ResponseLogps, Trainer, Turn,
 };
 use std::ops::Range;
@@ -29,6 +33,15 @@ struct Args {
     /// Levels computed per forward/backward (exercise level chunking with 1).
     #[arg(long)]
     level_chunk: Option<usize>,
+    /// Examples per micro-batch and rank.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Micro-batches per optimizer step and rank.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Local data-parallel ranks (processes) to launch.
+    #[arg(long, default_value_t = 1)]
+    nproc: usize,
 }
 
 const DIM: i64 = 32;
@@ -184,22 +197,38 @@ fn synthetic(n: usize) -> Vec<PreferenceExample> {
 
 fn main() -> mdpo::Result<()> {
     let args = Args::parse();
-    let _ = std::fs::remove_dir_all(&args.out);
+    let timeout = std::time::Duration::from_secs(120);
+    if args.nproc > 1 && !mdpo_dist::is_launched_rank() {
+        mdpo_dist::launch_local(args.nproc, timeout).map_err(|e| mdpo::MdpoError::Config(e.to_string()))?;
+        return Ok(());
+    }
+    let comm = mdpo_dist::connect_from_env(mdpo_dist::Backend::Gloo, timeout)?;
+    let main = comm.is_main();
+    if main {
+        let _ = std::fs::remove_dir_all(&args.out);
+    }
     let policy = ByteMlp::new(0);
     let reference = ByteMlp::new(0); // same initial weights, frozen by the trainer
     let config = MdpoConfig {
         levels: 3,
         lr: 1e-3,
         warmup_steps: 5,
-        batch_size: 8,
-        grad_accum: 1,
+        batch_size: args.batch_size,
+        grad_accum: args.grad_accum,
         max_steps: Some(args.steps),
         level_chunk: args.level_chunk,
         save_every: 20,
         output_dir: args.out.clone(),
         ..MdpoConfig::default()
     };
-    let mut trainer = Trainer::new(policy, Reference::Model(reference), synthetic(64), config)?;
+    let mut trainer =
+        Trainer::with_collective(Task::Preference, policy, Reference::Model(reference), synthetic(64), config, comm)?;
+    if !main {
+        for _ in 0..args.steps {
+            trainer.step()?;
+        }
+        return Ok(());
+    }
     println!("step   loss    acc(y0>y1) acc(y0>y2) acc(y1>y2)  logp/token y0   y1     y2");
     for _ in 0..args.steps {
         let log = trainer.step()?;

@@ -15,6 +15,8 @@
 #                        of 5 GB; auto (default): cpu when the machine has no NVIDIA driver and the
 #                        oracles are skipped (the main job), else full. A cpu venv is upgraded to full
 #                        in place when full is asked for later.
+#   AMP_GLOO_INCLUDE=dir gloo's headers for mdpo-dist's Gloo backend (default: Debian's
+#                        libgloo-dev in /usr/include, installed here when root and missing)
 TORCH_VERSION=2.11.0          # tch 0.24 <-> torch 2.11.0
 # torch's pure-Python dependencies, and the two CUDA runtime libraries libtorch_cpu.so itself is
 # linked against (libcudart, libcupti: 5 MB), at the versions torch 2.11.0's wheel pins.
@@ -125,7 +127,22 @@ _amp_install() {
   fi
 }
 
-if _amp_setup; then
+# mdpo-dist parses c10d's ProcessGroupGloo.hpp, which includes gloo's headers; the torch wheel
+# does not ship them (docs/distributed.md). Only headers are used: libtorch's own gloo runs.
+_amp_gloo_headers() {
+  [ -n "${AMP_GLOO_INCLUDE:-}" ] && return 0
+  [ -f /usr/include/gloo/context.h ] || [ -f /usr/local/include/gloo/context.h ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/setup.sh: installing libgloo-dev (gloo headers for mdpo-dist's Gloo backend)" >&2
+    { apt-get install -y -q --no-install-recommends libgloo-dev >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends libgloo-dev >/dev/null 2>&1; }; } \
+      || echo "scripts/setup.sh: could not install libgloo-dev; mdpo-dist builds without Gloo" >&2
+  else
+    echo "scripts/setup.sh: no gloo headers: install libgloo-dev (or set AMP_GLOO_INCLUDE) for mdpo-dist's Gloo backend" >&2
+  fi
+}
+
+if _amp_setup && _amp_gloo_headers; then
   AMP_TORCH_DIR="$(ls -d "$AMP_VENV"/lib/python3*/site-packages/torch | head -1)"
   export AMP_VENV AMP_TORCH_DIR
   export VIRTUAL_ENV="$AMP_VENV"

@@ -21,10 +21,19 @@ done
 echo "scripts/test.sh: cargo package (library crates)"
 cargo package --workspace --exclude amp --no-verify --allow-dirty --quiet
 
-cargo test --workspace --no-fail-fast "$@"
+# Every test binary's "test result" line is collected, so the run ends with one total.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+rc=0
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || rc=$?
 
 # A crate outside the workspace that depends on `mdpo` by version and trains its own model through
 # the public API (tests/downstream). Same Cargo.lock versions, target directory and profiles as the
-# workspace, so only mdpo and the downstream crate compile; its "test result" line ends the run.
+# workspace, so only mdpo and the downstream crate compile.
 cp Cargo.lock tests/downstream/Cargo.lock
-CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" cargo test --manifest-path tests/downstream/Cargo.toml
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" cargo test --manifest-path tests/downstream/Cargo.toml 2>&1 \
+  | tee -a "$log" || rc=$?
+
+sum_of() { sed -n "s/^test result: .* \([0-9][0-9]*\) $1.*/\1/p" "$log" | awk '{ s += $1 } END { print s + 0 }'; }
+echo "summary: $(sum_of passed) passed, $(sum_of failed) failed"
+exit "$rc"

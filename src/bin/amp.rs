@@ -203,6 +203,8 @@ struct TrainCmd {
     model: ModelArgs,
     #[command(flatten)]
     args: mdpo::cli::TrainArgs,
+    #[command(flatten)]
+    dist: DistArgs,
 }
 
 #[derive(clap::Args)]
@@ -211,13 +213,36 @@ struct SftCmd {
     model: ModelArgs,
     #[command(flatten)]
     args: mdpo::cli::SftArgs,
+    #[command(flatten)]
+    dist: DistArgs,
+}
+
+/// Data-parallel training (docs/distributed.md). A job started by torchrun or Slurm with
+/// `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT` set joins it without any flag.
+#[derive(clap::Args)]
+struct DistArgs {
+    /// Run N local ranks (processes) of this command, each on `--batch-size × --grad-accum`
+    /// examples per step (Gloo on CPU, NCCL on CUDA).
+    #[arg(long, default_value_t = 1)]
+    nproc: usize,
+    /// Seconds a rendezvous or one collective may wait before every rank stops with an error.
+    #[arg(long, default_value_t = 300)]
+    dist_timeout: u64,
+}
+
+fn local_rank() -> usize {
+    std::env::var("LOCAL_RANK").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// Loads the LLaVA checkpoint with fresh LoRA adapters, ready for `mdpo`.
-/// `seed` (the run's) fixes the adapters' initial values: same seed, same adapter bytes.
+/// `seed` (the run's) fixes the adapters' initial values: same seed, same adapter bytes. A
+/// data-parallel rank on CUDA uses the GPU of its `LOCAL_RANK` (torchrun's convention).
 fn llava_policy(m: &ModelArgs, seed: u64) -> anyhow::Result<mllm::preference::LlavaPreference> {
     use mllm::llava::Llava;
-    let opts = m.device.load_options()?;
+    let mut opts = m.device.load_options()?;
+    if opts.device.is_cuda() && mdpo_dist::is_launched_rank() {
+        opts.device = tch::Device::Cuda(local_rank());
+    }
     let mut llava = Llava::load(&m.model, opts).with_context(|| format!("--model {}", m.model.display()))?;
     llava.add_lora(&mllm::lora::LoraConfig { r: m.lora_r, alpha: m.lora_alpha, dropout: m.lora_dropout, ..Default::default() }, seed)?;
     let tokenizer = mllm::conversation::ChatTokenizer::from_model_dir(&m.model, &llava.cfg)?;
@@ -253,14 +278,30 @@ fn print_summary(what: &str, s: &mdpo::TrainSummary) {
 
 /// `amp train` and `amp sft`: one path, the differences are in the [`mdpo::cli::Job`]. The LoRA
 /// adapter is written only when training succeeded (a non-finite run is an error).
-fn train_command(model: &ModelArgs, job: mdpo::Result<mdpo::cli::Job>) -> anyhow::Result<()> {
-    let job = job?;
+fn train_command(
+    model: &ModelArgs,
+    dist: &DistArgs,
+    job: impl FnOnce() -> mdpo::Result<mdpo::cli::Job>,
+) -> anyhow::Result<()> {
+    let timeout = std::time::Duration::from_secs(dist.dist_timeout);
+    if dist.nproc > 1 && !mdpo_dist::is_launched_rank() {
+        mdpo_dist::launch_local(dist.nproc, timeout)?;
+        return Ok(());
+    }
+    let job = job()?;
     let (name, out) = (job.name(), job.config.output_dir.clone());
-    let _lock = lock_dir(&out)?;
+    let backend = if model.device.device()?.is_cuda() { mdpo_dist::Backend::Nccl } else { mdpo_dist::Backend::Gloo };
+    let comm = mdpo_dist::connect_from_env(backend, timeout)?;
+    let main = comm.is_main();
+    // Rank 0 alone writes the run directory, so it alone holds its lock.
+    let _lock = if main { Some(lock_dir(&out)?) } else { None };
     let policy = llava_policy(model, job.config.seed)?;
-    let (summary, policy) = job.run(policy, mdpo::Reference::PolicyWithoutAdapters)?;
-    print_summary(name, &summary);
-    save_adapter(&policy, &out)
+    let (summary, policy) = job.run_with(policy, mdpo::Reference::PolicyWithoutAdapters, comm)?;
+    if main {
+        print_summary(name, &summary);
+        save_adapter(&policy, &out)?;
+    }
+    Ok(())
 }
 
 /// Saves the trained adapters in PEFT's format next to the run's checkpoints.
@@ -401,8 +442,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Merge(a) => {
             amp_data::cli::run_merge(&a)?;
         }
-        Command::Train(c) => train_command(&c.model, c.args.job())?,
-        Command::Sft(c) => train_command(&c.model, c.args.job())?,
+        Command::Train(c) => train_command(&c.model, &c.dist, || c.args.job())?,
+        Command::Sft(c) => train_command(&c.model, &c.dist, || c.args.job())?,
         Command::Eval(EvalCmd::Answer(a)) => {
             let r = mrhal_bench::cli::run_answer(&a)?;
             incomplete("amp eval answer", r.failed.len())?;

@@ -221,6 +221,7 @@ const FREE: &[&str] = &[
     "max_skipped_steps",
     "batch_size",
     "grad_accum",
+    "world_size",
 ];
 
 fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
@@ -238,7 +239,8 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
 }
 
 fn global_batch(v: &Value) -> Option<u64> {
-    Some(v.get("batch_size")?.as_u64()? * v.get("grad_accum")?.as_u64()?)
+    let world = v.get("world_size").and_then(Value::as_u64).unwrap_or(1).max(1);
+    Some(v.get("batch_size")?.as_u64()? * v.get("grad_accum")?.as_u64()? * world)
 }
 
 /// The training settings of `current` that differ from the checkpoint's `saved` config: every
@@ -263,7 +265,7 @@ pub fn config_changes(saved: &Value, current: &MdpoConfig) -> Result<Vec<ConfigC
     if let (Some(s), Some(c)) = (global_batch(saved), global_batch(&now)) {
         if s != c {
             out.push(ConfigChange {
-                field: "global batch (batch_size × grad_accum)".into(),
+                field: "global batch (batch_size × grad_accum × world_size)".into(),
                 saved: s.to_string(),
                 current: c.to_string(),
             });

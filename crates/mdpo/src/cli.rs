@@ -234,16 +234,41 @@ impl Job {
     /// Prints the global batch, trains `policy` (the reference is unused for SFT) and returns the
     /// summary and the trained policy.
     pub fn run<M: PreferenceModel>(self, policy: M, reference: Reference<M>) -> Result<(TrainSummary, M)> {
+        self.run_with(policy, reference, Box::new(crate::SingleProcess))
+    }
+
+    /// [`Self::run`] as one rank of a data-parallel job (docs/distributed.md); only rank 0 prints.
+    pub fn run_with<M: PreferenceModel>(
+        self,
+        policy: M,
+        reference: Reference<M>,
+        comm: Box<dyn crate::Collective>,
+    ) -> Result<(TrainSummary, M)> {
+        let world = comm.world_size();
         let c = &self.config;
-        eprintln!(
-            "amp {}: global batch {} = micro-batch {} × {} accumulation step(s) (--batch-size, --grad-accum)",
-            self.name(),
-            c.global_batch(),
-            c.batch_size,
-            c.grad_accum
-        );
-        let mut trainer = Trainer::for_task(self.task, policy, reference, self.examples, self.config)?;
+        if world == 1 {
+            eprintln!(
+                "amp {}: global batch {} = micro-batch {} × {} accumulation step(s) (--batch-size, --grad-accum)",
+                self.name(),
+                c.global_batch(),
+                c.batch_size,
+                c.grad_accum
+            );
+        } else if comm.is_main() {
+            eprintln!(
+                "amp {}: global batch {} = micro-batch {} × {} accumulation step(s) × {world} ranks (--batch-size, --grad-accum, --nproc)",
+                self.name(),
+                c.global_batch() * world,
+                c.batch_size,
+                c.grad_accum
+            );
+        }
+        let name = self.name();
+        let mut trainer = Trainer::with_collective(self.task, policy, reference, self.examples, self.config, comm)?;
         let summary = trainer.train()?;
+        if world > 1 && trainer.rank().0 == 0 {
+            eprintln!("amp {name}: all-reduce {:.3} s over {} step(s)", trainer.all_reduce_seconds(), summary.steps);
+        }
         Ok((summary, trainer.into_policy()))
     }
 }

@@ -35,6 +35,10 @@ pub struct MdpoConfig {
     /// `batch_size × grad_accum` is the authors' 16 (2 per GPU × 8 GPUs). To fit a smaller
     /// device, lower `batch_size` and raise `grad_accum` by the same factor.
     pub grad_accum: usize,
+    /// Data-parallel ranks, each running `batch_size × grad_accum` examples per step (set by the
+    /// trainer from its [`crate::Collective`]; not read from config files). docs/distributed.md.
+    #[serde(skip_deserializing)]
+    pub world_size: usize,
     /// Epochs (ignored when `max_steps` is set).
     pub epochs: usize,
     /// Total optimizer steps (overrides `epochs`).
@@ -77,6 +81,7 @@ impl Default for MdpoConfig {
     fn default() -> Self {
         Self {
             levels: 4,
+            world_size: 1,
             loss: LossConfig::mdpo(),
             round_weight: 0.05,
             lr: 5e-5,
@@ -116,9 +121,9 @@ impl MdpoConfig {
         })
     }
 
-    /// Examples per optimizer step: `batch_size × grad_accum`.
+    /// Examples per optimizer step: `batch_size × grad_accum × world_size`.
     pub fn global_batch(&self) -> usize {
-        self.batch_size * self.grad_accum
+        self.batch_size * self.grad_accum * self.world_size.max(1)
     }
 
     /// The reference cache path.

@@ -8,6 +8,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Everything that can go wrong while loading preference data or training.
 #[derive(Debug, thiserror::Error)]
 pub enum MdpoError {
+    /// A data-parallel collective failed (a rank died, a rendezvous or collective timed out).
+    #[error("distributed: {0}")]
+    Collective(#[from] crate::collective::CollectiveError),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -36,6 +36,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -45,9 +46,11 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod parallel;
 pub mod reference;
 pub mod trainer;
 
+pub use collective::{Collective, CollectiveError, SingleProcess};
 pub use metrics::plot;
 
 pub use config::MdpoConfig;

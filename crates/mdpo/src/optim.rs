@@ -55,6 +55,12 @@ impl AdamW {
         &self.params
     }
 
+    /// The first and second moments (`m` then `v`, in parameter order), sharing storage with
+    /// the optimizer: what a data-parallel job broadcasts from rank 0 when it starts.
+    pub fn moments(&self) -> Vec<Tensor> {
+        self.m.iter().chain(&self.v).map(Tensor::shallow_clone).collect()
+    }
+
     /// Parameter names, in order.
     pub fn names(&self) -> &[String] {
         &self.names

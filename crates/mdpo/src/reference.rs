@@ -6,6 +6,8 @@
 //! `encoding_fingerprint`, K and the round weight; a cache with another key is refused with
 //! [`MdpoError::StaleCache`], never silently reused.
 use crate::checkpoint::{io_err, write_atomic};
+use crate::collective::Collective;
+use crate::parallel::{gather_rows, rank_blocks};
 use crate::config::MdpoConfig;
 use crate::data::PreferenceExample;
 use crate::guard::{catch_oom, Site};
@@ -110,6 +112,11 @@ fn weights_fingerprint<M: PreferenceModel>(policy: &M, reference: &Reference<M>,
 }
 
 /// Loads the reference cache (checking its key), or computes it in data order and writes it.
+///
+/// Data parallel (`comm` of more than one rank): rank 0 decides whether the cache exists; if so
+/// it loads and checks it and broadcasts the table, else every rank computes its share of the
+/// blocks of `ref_batch_size` examples ([`crate::parallel::rank_blocks`]), the rows are gathered
+/// and rank 0 alone writes the file.
 pub(crate) fn prepare_cache<M: PreferenceModel>(
     policy: &M,
     reference: &Reference<M>,
@@ -117,6 +124,7 @@ pub(crate) fn prepare_cache<M: PreferenceModel>(
     data_fingerprint: &str,
     chunks: &[Range<usize>],
     cfg: &MdpoConfig,
+    comm: &dyn Collective,
 ) -> Result<RefTable> {
     let key = CacheKey {
         format: 1,
@@ -130,27 +138,31 @@ pub(crate) fn prepare_cache<M: PreferenceModel>(
         Reference::Cached { path, .. } => path.clone(),
         _ => cfg.ref_cache_path(),
     };
-    let n = examples.len();
-    if path.exists() || matches!(reference, Reference::Cached { .. }) {
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        let file: CacheFile = serde_json::from_str(&text).map_err(|e| MdpoError::Data {
-            path: path.clone(),
-            location: format!("line {} column {}", e.line(), e.column()),
-            message: format!("not a reference cache: {e}"),
-        })?;
-        check_key(&path, &file.key, &key)?;
-        if file.sum.len() != n || file.weight.len() != n || file.sum.iter().any(|r| r.len() != key.levels) {
-            return Err(MdpoError::Data { path, location: "sum".into(), message: "wrong shape".into() });
+    let (n, k, rank, world) = (examples.len(), cfg.levels, comm.rank(), comm.world_size());
+    let mut exists = [Tensor::from_slice(&[(path.exists() || matches!(reference, Reference::Cached { .. })) as i64])];
+    comm.broadcast(&mut exists, 0)?;
+    if exists[0].int64_value(&[0]) != 0 {
+        let table = if rank == 0 {
+            load_cache(&path, &key, n)?
+        } else {
+            let zeros = || Tensor::zeros([n as i64, k as i64], (Kind::Double, Device::Cpu));
+            RefTable { sum: zeros(), weight: zeros() }
+        };
+        if world == 1 {
+            return Ok(table);
         }
-        return Ok(RefTable::from_rows(&file.sum, &file.weight, key.levels));
+        let mut t = [table.sum, table.weight];
+        comm.broadcast(&mut t, 0)?;
+        let [sum, weight] = t;
+        return Ok(RefTable { sum, weight });
     }
-    // Compute once, in order, under no_grad in eval mode.
+    // Compute once, in order, under no_grad in eval mode (this rank's blocks).
     let bs = cfg.ref_batch_size;
-    let pb = progress(n as u64, "reference log-probs");
-    let mut sums: Vec<Vec<f64>> = Vec::with_capacity(n);
-    let mut weights: Vec<Vec<f64>> = Vec::with_capacity(n);
-    for start in (0..n).step_by(bs) {
-        let batch_examples = &examples[start..(start + bs).min(n)];
+    let blocks = rank_blocks(n, bs, rank, world);
+    let pb = if rank == 0 { progress(n as u64, "reference log-probs") } else { indicatif::ProgressBar::hidden() };
+    let mut rows: Vec<(usize, Vec<f64>, Vec<f64>)> = Vec::with_capacity(n.div_ceil(world));
+    for block in blocks {
+        let batch_examples = &examples[block.clone()];
         let site = Site { stage: "the reference precomputation", micro_batch: batch_examples.len(), global_batch: bs };
         let (s, w) = catch_oom(site, || {
             let batch = policy.encode(batch_examples).map_err(MdpoError::model)?;
@@ -158,17 +170,43 @@ pub(crate) fn prepare_cache<M: PreferenceModel>(
         })?;
         let s = s.to_kind(Kind::Double).to_device(Device::Cpu).transpose(0, 1).contiguous();
         let w = w.to_kind(Kind::Double).to_device(Device::Cpu).transpose(0, 1).contiguous();
-        for b in 0..batch_examples.len() as i64 {
-            sums.push(Vec::<f64>::try_from(s.get(b))?);
-            weights.push(Vec::<f64>::try_from(w.get(b))?);
+        for (b, i) in block.enumerate() {
+            rows.push((i, Vec::<f64>::try_from(s.get(b as i64))?, Vec::<f64>::try_from(w.get(b as i64))?));
         }
-        pb.inc(batch_examples.len() as u64);
+        pb.inc((batch_examples.len() * world) as u64);
     }
     pb.finish_and_clear();
-    let file = CacheFile { key, sum: sums, weight: weights };
-    let bytes = serde_json::to_vec(&file).map_err(|source| MdpoError::Json { path: path.clone(), source })?;
-    write_atomic(&path, &bytes)?;
-    Ok(RefTable::from_rows(&file.sum, &file.weight, cfg.levels))
+    let (sum, weight): (Vec<Vec<f64>>, Vec<Vec<f64>>) = if world == 1 {
+        rows.into_iter().map(|(_, s, w)| (s, w)).unzip()
+    } else {
+        let (s, w) = gather_rows(comm, n, k, &rows)?;
+        let to_rows = |t: &Tensor| -> Result<Vec<Vec<f64>>> {
+            (0..n as i64).map(|i| Ok(Vec::<f64>::try_from(t.get(i))?)).collect()
+        };
+        (to_rows(&s)?, to_rows(&w)?)
+    };
+    if rank == 0 {
+        let file = CacheFile { key, sum, weight };
+        let bytes = serde_json::to_vec(&file).map_err(|source| MdpoError::Json { path: path.clone(), source })?;
+        write_atomic(&path, &bytes)?;
+        return Ok(RefTable::from_rows(&file.sum, &file.weight, k));
+    }
+    Ok(RefTable::from_rows(&sum, &weight, k))
+}
+
+/// A cache file, checked against `key` and the data size.
+fn load_cache(path: &Path, key: &CacheKey, n: usize) -> Result<RefTable> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let file: CacheFile = serde_json::from_str(&text).map_err(|e| MdpoError::Data {
+        path: path.to_path_buf(),
+        location: format!("line {} column {}", e.line(), e.column()),
+        message: format!("not a reference cache: {e}"),
+    })?;
+    check_key(path, &file.key, key)?;
+    if file.sum.len() != n || file.weight.len() != n || file.sum.iter().any(|r| r.len() != key.levels) {
+        return Err(MdpoError::Data { path: path.to_path_buf(), location: "sum".into(), message: "wrong shape".into() });
+    }
+    Ok(RefTable::from_rows(&file.sum, &file.weight, key.levels))
 }
 
 /// Reference `[K, B]` sums and weights for an encoded batch, computed now (no_grad, eval mode),

@@ -19,6 +19,10 @@
 //!   and then every `save_every` steps. The data order is a seeded permutation per epoch and the
 //!   torch RNG is re-seeded from `(seed, step, micro-batch, chunk)`, so a resumed run follows the
 //!   uninterrupted trajectory bit for bit.
+//! * **Data parallel** ([`Trainer::with_collective`], module [`crate::parallel`],
+//!   docs/distributed.md): every rank takes its share of each global step, gradients are summed
+//!   over the ranks in buckets, the skip decision and the clip use the global values, and rank 0
+//!   alone writes checkpoints, metrics, plots and the reference cache.
 mod micro;
 
 pub use crate::checkpoint::{NonFiniteStep, TrainState};
@@ -26,6 +30,8 @@ pub use crate::metrics::{read_metrics, StepLog};
 pub use crate::reference::{CacheKey, Reference};
 
 use crate::checkpoint::{self, Snapshot};
+use crate::collective::{all_reduce_buckets, broadcast_buckets, Collective, SingleProcess, DEFAULT_BUCKET_BYTES};
+use crate::parallel::{gather_metrics, rank_micro_batches, StepTotals};
 use crate::config::MdpoConfig;
 use crate::data::{fingerprint_examples, PreferenceExample};
 use crate::guard::{catch_oom, Site};
@@ -69,6 +75,9 @@ pub struct Trainer<M: PreferenceModel> {
     total_steps: usize,
     perm: (usize, Vec<usize>),
     metrics: Option<MetricsLog>,
+    comm: Box<dyn Collective>,
+    /// Seconds spent in the gradient all-reduce since the trainer was made.
+    comm_secs: f64,
 }
 
 /// The data order of an epoch: a Fisher–Yates shuffle driven by SplitMix64 ([`mix64`]) of
@@ -88,14 +97,34 @@ impl<M: PreferenceModel> Trainer<M> {
     /// An MDPO trainer. Precomputes (or loads, checking its key) the reference log-probs and
     /// resumes from the newest checkpoint in `output_dir` when `config.resume`.
     pub fn new(policy: M, reference: Reference<M>, examples: Vec<PreferenceExample>, config: MdpoConfig) -> Result<Self> {
-        Self::build(policy, reference, examples, config, Task::Preference)
+        Self::build(policy, reference, examples, config, Task::Preference, Box::new(SingleProcess))
     }
 
     /// An SFT trainer (masked NLL on the response tokens, normalised by the total token weight of
     /// the optimizer step) on K = 1 examples; `config.levels` is set to 1 and `loss` is ignored.
     pub fn sft(policy: M, examples: Vec<PreferenceExample>, mut config: MdpoConfig) -> Result<Self> {
         config.levels = 1;
-        Self::build(policy, Reference::None, examples, config, Task::Sft)
+        Self::build(policy, Reference::None, examples, config, Task::Sft, Box::new(SingleProcess))
+    }
+
+    /// A data-parallel trainer: this process is rank `comm.rank()` of `comm.world_size()`, each
+    /// rank running `batch_size × grad_accum` examples of every global step (so the global batch
+    /// is `batch_size × grad_accum × world_size`). Every rank must be given the same model,
+    /// data and config; rank 0's weights, optimizer state and progress are broadcast to the
+    /// others once set up (resuming needs `output_dir` on rank 0 only). docs/distributed.md.
+    pub fn with_collective(
+        task: Task,
+        policy: M,
+        reference: Reference<M>,
+        examples: Vec<PreferenceExample>,
+        mut config: MdpoConfig,
+        comm: Box<dyn Collective>,
+    ) -> Result<Self> {
+        if task == Task::Sft {
+            config.levels = 1;
+        }
+        let reference = if task == Task::Sft { Reference::None } else { reference };
+        Self::build(policy, reference, examples, config, task, comm)
     }
 
     /// [`Self::new`] or [`Self::sft`] by `task` (the reference is unused for SFT).
@@ -112,7 +141,15 @@ impl<M: PreferenceModel> Trainer<M> {
         }
     }
 
-    fn build(mut policy: M, mut reference: Reference<M>, examples: Vec<PreferenceExample>, cfg: MdpoConfig, task: Task) -> Result<Self> {
+    fn build(
+        mut policy: M,
+        mut reference: Reference<M>,
+        examples: Vec<PreferenceExample>,
+        mut cfg: MdpoConfig,
+        task: Task,
+        comm: Box<dyn Collective>,
+    ) -> Result<Self> {
+        cfg.world_size = comm.world_size();
         cfg.validate(task == Task::Preference)?;
         if examples.is_empty() {
             return Err(MdpoError::Config("no training examples".into()));
@@ -157,12 +194,38 @@ impl<M: PreferenceModel> Trainer<M> {
         let total_steps = cfg.max_steps.unwrap_or(cfg.epochs * steps_per_epoch);
         let state = TrainState::new(data, cfg.seed);
         let perm = (0, epoch_permutation(examples.len(), cfg.seed, 0));
-        let mut t = Self { cfg, task, policy, reference, ref_table: None, examples, opt, state, total_steps, perm, metrics: None };
+        let mut t = Self {
+            cfg,
+            task,
+            policy,
+            reference,
+            ref_table: None,
+            examples,
+            opt,
+            state,
+            total_steps,
+            perm,
+            metrics: None,
+            comm,
+            comm_secs: 0.0,
+        };
         std::fs::create_dir_all(&t.cfg.output_dir).map_err(checkpoint::io_err(&t.cfg.output_dir))?;
         if t.task == Task::Preference && t.cfg.precompute_reference && !matches!(t.reference, Reference::None) {
             let chunks = t.chunks();
-            t.ref_table =
-                Some(refs::prepare_cache(&t.policy, &t.reference, &t.examples, &t.state.data, &chunks, &t.cfg)?);
+            t.ref_table = Some(refs::prepare_cache(
+                &t.policy,
+                &t.reference,
+                &t.examples,
+                &t.state.data,
+                &chunks,
+                &t.cfg,
+                t.comm.as_ref(),
+            )?);
+        }
+        if !t.comm.is_main() {
+            // Weights, optimizer state and progress come from rank 0.
+            t.sync_from_main()?;
+            return Ok(t);
         }
         match t.latest_checkpoint()? {
             Some(dir) if t.cfg.resume => t.load_checkpoint(&dir)?,
@@ -180,7 +243,47 @@ impl<M: PreferenceModel> Trainer<M> {
                 t.save_checkpoint()?;
             }
         }
+        t.sync_from_main()?;
         Ok(t)
+    }
+
+    /// Data parallel: broadcast rank 0's trainable weights, AdamW moments and progress (step,
+    /// data cursor, skip count, AdamW's update count) to every rank, as DistributedDataParallel
+    /// broadcasts the initial weights. Nothing for one rank.
+    fn sync_from_main(&mut self) -> Result<()> {
+        if self.comm.world_size() == 1 {
+            return Ok(());
+        }
+        let s = &self.state;
+        let mut progress = vec![Tensor::from_slice(&[
+            s.step as i64,
+            s.epoch as i64,
+            s.offset as i64,
+            s.skipped as i64,
+            s.adam_t as i64,
+            s.last_skipped as i64,
+        ])];
+        self.comm.broadcast(&mut progress, 0)?;
+        let p = Vec::<i64>::try_from(&progress[0])?;
+        let s = &mut self.state;
+        (s.step, s.epoch, s.offset, s.skipped, s.adam_t, s.last_skipped) =
+            (p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize, p[4] as u64, p[5] != 0);
+        self.opt.t = self.state.adam_t;
+        let mut params: Vec<Tensor> = self.opt.params().iter().map(Tensor::shallow_clone).collect();
+        tch::no_grad(|| broadcast_buckets(self.comm.as_ref(), &mut params, 0, DEFAULT_BUCKET_BYTES))?;
+        let mut moments = self.opt.moments();
+        broadcast_buckets(self.comm.as_ref(), &mut moments, 0, DEFAULT_BUCKET_BYTES)?;
+        Ok(())
+    }
+
+    /// This process's rank and the world size (`(0, 1)` for a single process).
+    pub fn rank(&self) -> (usize, usize) {
+        (self.comm.rank(), self.comm.world_size())
+    }
+
+    /// Seconds spent summing gradients over the ranks since the trainer was made (0 for one rank).
+    pub fn all_reduce_seconds(&self) -> f64 {
+        self.comm_secs
     }
 
     /// The configuration.
@@ -243,7 +346,9 @@ impl<M: PreferenceModel> Trainer<M> {
         let mut parts: Vec<LossMetrics> = Vec::new();
         let mut level_tok = vec![0.0; self.cfg.levels];
         let mut bad_ids: Option<Vec<String>> = None;
-        for (mi, idx) in micro.iter().enumerate() {
+        let world = self.comm.world_size();
+        for (mi, idx) in rank_micro_batches(&micro, self.comm.rank(), self.cfg.grad_accum) {
+            let idx = &idx;
             let site = Site { stage: "a training step", micro_batch: idx.len(), global_batch: self.cfg.global_batch() };
             let scale = idx.len() as f64 / n_step as f64;
             let r = catch_oom(site, || self.micro_step(idx, mi, scale))?;
@@ -258,6 +363,36 @@ impl<M: PreferenceModel> Trainer<M> {
                 break;
             }
             loss_total += if self.task == Task::Preference { r.loss * scale } else { r.loss };
+        }
+        if world > 1 {
+            // One collective for the scalars: every rank then takes the same skip decision.
+            let local = StepTotals {
+                loss: loss_total,
+                tokens,
+                weight: sft_weight,
+                non_finite: bad_ids.is_some() as u8 as f64,
+                level_token_logps: level_tok,
+                grads_defined: self.opt.params().iter().map(|p| p.grad().defined() as u8 as f64).collect(),
+            };
+            let g = local.all_reduce(self.comm.as_ref())?;
+            (loss_total, tokens, sft_weight, level_tok) = (g.loss, g.tokens, g.weight, g.level_token_logps);
+            if g.non_finite > 0.0 {
+                bad_ids.get_or_insert_with(|| micro.iter().flatten().map(|&i| self.examples[i].id.clone()).collect());
+            }
+            parts = gather_metrics(self.comm.as_ref(), parts)?;
+            if bad_ids.is_none() {
+                let t = Instant::now();
+                // A tensor with a gradient on some rank needs one here too (a rank without a
+                // micro-batch at the end of an epoch): backward a zero through it.
+                let used: Vec<bool> = g.grads_defined.iter().map(|&n| n > 0.0).collect();
+                for (p, _) in self.opt.params().iter().zip(&used).filter(|(p, &u)| u && !p.grad().defined()) {
+                    (p.sum(p.kind()) * 0.0).backward();
+                }
+                let mut grads: Vec<Tensor> =
+                    self.opt.params().iter().zip(&used).filter(|(_, &u)| u).map(|(p, _)| p.grad()).collect();
+                all_reduce_buckets(self.comm.as_ref(), &mut grads, DEFAULT_BUCKET_BYTES)?;
+                self.comm_secs += t.elapsed().as_secs_f64();
+            }
         }
         if self.task == Task::Sft && bad_ids.is_none() {
             // SFT: token-mean NLL over the whole optimizer step.
@@ -312,7 +447,7 @@ impl<M: PreferenceModel> Trainer<M> {
             metrics,
         };
         if let Some(m) = self.metrics.as_mut() {
-            m.step(&log)?;
+            m.step(&log)?; // rank 0 only: the other ranks open no metrics file
         }
         if skip && self.state.skipped > self.cfg.max_skipped_steps {
             let first = self.state.first_non_finite.clone().unwrap_or(NonFiniteStep { step: self.state.step, ids: Vec::new() });
@@ -332,7 +467,8 @@ impl<M: PreferenceModel> Trainer<M> {
     /// step, was skipped as non-finite ends in [`MdpoError::NonFiniteRun`] (after the final
     /// checkpoint and plots, so the failure can be inspected).
     pub fn train(&mut self) -> Result<TrainSummary> {
-        let pb = progress(self.total_steps as u64, "train");
+        let main = self.comm.is_main();
+        let pb = if main { progress(self.total_steps as u64, "train") } else { indicatif::ProgressBar::hidden() };
         pb.set_position(self.state.step as u64);
         let mut last = None;
         while self.state.step < self.total_steps {
@@ -340,14 +476,18 @@ impl<M: PreferenceModel> Trainer<M> {
             pb.set_position(log.step as u64);
             let acc = log.reward_accuracy.map(|a| format!(" acc {a:.3}")).unwrap_or_default();
             pb.set_message(format!("loss {:.4}{acc} lr {:.2e}", log.loss, log.lr));
-            if self.cfg.save_every > 0 && self.state.step % self.cfg.save_every == 0 {
+            if main && self.cfg.save_every > 0 && self.state.step % self.cfg.save_every == 0 {
                 self.save_checkpoint()?;
             }
             last = Some(log);
         }
         pb.finish_and_clear();
-        self.save_checkpoint()?;
-        if self.cfg.plots {
+        if main {
+            self.save_checkpoint()?;
+        }
+        // No rank reports success before rank 0's final checkpoint is on disk.
+        self.comm.barrier()?;
+        if main && self.cfg.plots {
             let rows = read_metrics(&self.cfg.output_dir.join("metrics.jsonl"))?;
             crate::metrics::plot::plot_run(&rows, &self.cfg.output_dir.join("plots"))?;
         }
