@@ -40,15 +40,13 @@ impl Backoff {
     }
 }
 
-/// A uniform number in [0, 1) from a splitmix64 stream seeded by time and a global counter
-/// (jitter only; not for anything that must be reproducible or secure).
+/// A uniform number in [0, 1) from the workspace's SplitMix64 mixer ([`amp_io::rng::mix`]) over
+/// the time and a global counter. Retry jitter only: it decides when a request is resent, never
+/// what any output contains, so it is deliberately not tied to the run's seed.
 pub(crate) fn unit_random() -> f64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    let mut z = t ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
+    let z = amp_io::rng::mix(&[t, COUNTER.fetch_add(1, Ordering::Relaxed)]);
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 

@@ -65,13 +65,19 @@ extern "C" {
     pub fn amp_c10d_bytes_free(b: *mut u8);
 }
 
+/// An error reported by the C++ shim (a c10d exception's message, or a bad argument found
+/// before calling into libtorch).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ShimError(pub String);
+
 /// `Ok(())` for a null result, else the shim's message (freed here).
-pub fn check(err: *mut c_char) -> Result<(), String> {
+pub fn check(err: *mut c_char) -> Result<(), ShimError> {
     if err.is_null() {
         return Ok(());
     }
     // SAFETY: a non-null result is a NUL-terminated string malloc'd by the shim, owned by us.
     let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().trim().to_string();
     unsafe { amp_c10d_string_free(err) };
-    Err(msg)
+    Err(ShimError(msg))
 }

@@ -6,7 +6,7 @@ use mdpo::collective::{Collective, CollectiveError, CollectiveOp};
 use tch::Tensor;
 
 use crate::config::{Backend, DistConfig, Rendezvous};
-use crate::ffi;
+use crate::ffi::{self, ShimError};
 use crate::peers::Peer;
 use crate::store::Store;
 
@@ -44,7 +44,7 @@ impl ProcessGroup {
                 .map_err(|e| rdv_err(format!("FileStore {}: {e}", path.display())))?,
         };
         let me = Peer::this_process();
-        store.set(&format!("amp/peer/{rank}"), me.encode().as_bytes()).map_err(&rdv_err)?;
+        store.set(&format!("amp/peer/{rank}"), me.encode().as_bytes()).map_err(|e| rdv_err(e.0))?;
         let raw = create(config, &store).map_err(|e| match e {
             Created::Unavailable(e) => e,
             Created::Failed(msg) => rdv_err(format!("{} process group: {msg}", config.backend)),
@@ -52,7 +52,7 @@ impl ProcessGroup {
         let mut group =
             Self { raw, rank, world, backend: config.backend, peers: Vec::new(), _store: store };
         for r in 0..world {
-            let bytes = group._store.get(&format!("amp/peer/{r}")).map_err(&rdv_err)?;
+            let bytes = group._store.get(&format!("amp/peer/{r}")).map_err(|e| rdv_err(e.0))?;
             group.peers.push(Peer::decode(&String::from_utf8_lossy(&bytes)));
         }
         Ok(group)
@@ -86,7 +86,7 @@ impl ProcessGroup {
         &self,
         op: CollectiveOp,
         tensors: &mut [Tensor],
-        f: impl Fn(*mut c_void) -> Result<(), String>,
+        f: impl Fn(*mut c_void) -> Result<(), ShimError>,
     ) -> Result<(), CollectiveError> {
         let Some(first) = tensors.first() else { return Ok(()) };
         let (kind, device) = (first.kind(), first.device());
@@ -102,13 +102,13 @@ impl ProcessGroup {
             });
         }
         if tensors.len() == 1 && first.is_contiguous() {
-            return f(first.as_ptr() as *mut c_void).map_err(|e| self.failed(op, e));
+            return f(first.as_ptr() as *mut c_void).map_err(|e| self.failed(op, e.0));
         }
         let flat = Tensor::f_cat(
             &tensors.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(),
             0,
         )?;
-        f(flat.as_ptr() as *mut c_void).map_err(|e| self.failed(op, e))?;
+        f(flat.as_ptr() as *mut c_void).map_err(|e| self.failed(op, e.0))?;
         let mut offset = 0i64;
         for t in tensors.iter_mut() {
             let n = t.numel() as i64;
@@ -142,7 +142,7 @@ fn create(config: &DistConfig, store: &Store) -> Result<*mut ffi::AmpGroup, Crea
                 ffi::check(unsafe {
                     ffi::amp_c10d_gloo_new(store.raw, rank, world, ms, host_ptr, &mut raw)
                 })
-                .map_err(Created::Failed)?;
+                .map_err(|e| Created::Failed(e.0))?;
             }
             #[cfg(not(amp_gloo))]
             {
@@ -203,7 +203,7 @@ impl Collective for ProcessGroup {
     fn barrier(&self) -> Result<(), CollectiveError> {
         // SAFETY: live group.
         ffi::check(unsafe { ffi::amp_c10d_barrier(self.raw) })
-            .map_err(|e| self.failed(CollectiveOp::Barrier, e))
+            .map_err(|e| self.failed(CollectiveOp::Barrier, e.0))
     }
 }
 

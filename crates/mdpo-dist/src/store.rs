@@ -4,7 +4,7 @@ use std::ffi::CString;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::ffi;
+use crate::ffi::{self, ShimError};
 
 /// An open c10d store. Dropping it closes the connection (rank 0's drop stops the server).
 pub struct Store {
@@ -14,8 +14,8 @@ pub struct Store {
 // SAFETY: c10d stores are thread-safe C++ objects; the handle is only a pointer to one.
 unsafe impl Send for Store {}
 
-fn cstring(s: &str) -> Result<CString, String> {
-    CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
+fn cstring(s: &str) -> Result<CString, ShimError> {
+    CString::new(s).map_err(|_| ShimError(format!("{s:?} contains a NUL byte")))
 }
 
 impl Store {
@@ -27,7 +27,7 @@ impl Store {
         world: usize,
         is_server: bool,
         timeout: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ShimError> {
         let host = cstring(host)?;
         let mut raw = std::ptr::null_mut();
         // SAFETY: valid C string and out-pointer; the shim catches every C++ exception.
@@ -46,7 +46,7 @@ impl Store {
 
     /// Open a FileStore at `path` shared by `world` ranks. The file must not hold a previous
     /// run's keys: use a fresh path per job.
-    pub fn file(path: &Path, world: usize, timeout: Duration) -> Result<Self, String> {
+    pub fn file(path: &Path, world: usize, timeout: Duration) -> Result<Self, ShimError> {
         let path = cstring(&path.to_string_lossy())?;
         let mut raw = std::ptr::null_mut();
         // SAFETY: as in `tcp`.
@@ -57,7 +57,7 @@ impl Store {
     }
 
     /// Set `key` to `value`.
-    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), ShimError> {
         let key = cstring(key)?;
         // SAFETY: the store is alive; key and value outlive the call.
         ffi::check(unsafe {
@@ -66,7 +66,7 @@ impl Store {
     }
 
     /// The value of `key`, waiting for it up to the store's timeout.
-    pub fn get(&self, key: &str) -> Result<Vec<u8>, String> {
+    pub fn get(&self, key: &str) -> Result<Vec<u8>, ShimError> {
         let key = cstring(key)?;
         let mut buf = std::ptr::null_mut();
         let mut len = 0usize;
