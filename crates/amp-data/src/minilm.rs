@@ -20,19 +20,11 @@ pub trait TextEncoder: Send {
     fn token_ids(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<u32>>>;
 }
 
-impl TextEncoder for mllm::BertEncoder {
-    fn normalized(self) -> Self {
-        self.with_normalize(true)
-    }
-    fn embed_texts(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<f32>>> {
-        self.embed_vecs(texts)
-    }
-    fn token_ids(&self, texts: &[&str]) -> mllm::Result<Vec<Vec<u32>>> {
-        self.tokenize(texts)
-    }
-}
-
-impl TextEncoder for mllm::ClipTextEncoder {
+/// Every `mllm` text encoder (BERT/MiniLM, CLIP text: one generic wrapper over their models).
+impl<M: mllm::text_encoder::TextModel> TextEncoder for mllm::text_encoder::TextEncoder<M>
+where
+    mllm::text_encoder::TextEncoder<M>: Send,
+{
     fn normalized(self) -> Self {
         self.with_normalize(true)
     }
