@@ -135,7 +135,7 @@ fn a_trained_run_evaluates_in_one_command_merged_equals_unmerged() {
         let mut args = vec![
             "generate", "--input", input.to_str().unwrap().to_owned().leak(), "--out", out.to_str().unwrap().to_owned().leak(),
             "--local-expert", expert.as_str().to_owned().leak(), "--levels", "2", "--num-beams", "1", "--temperature", "0",
-            "--max-new-tokens", "6", "--adapter", a,
+            "--max-new-tokens", "6", "--adapter", a, "--allow-outside-root",
         ];
         args.extend(extra);
         ok(amp(&args));

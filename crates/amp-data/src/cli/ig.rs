@@ -1,6 +1,6 @@
 //! `generate` with Incremental Generation (AMP §3.1.2, Algorithm 1): the flags and the run.
 use super::{generate_records, GenerateArgs};
-use crate::data::{load_llava, InstructionRecord};
+use crate::data::{load_llava_with, InstructionRecord, LoadOptions};
 use crate::error::{AmpDataError, Result};
 use crate::generate::Expert;
 use crate::pipeline::RunSummary;
@@ -101,7 +101,7 @@ impl IgArgs {
         &self,
         input: Vec<InstructionRecord>,
         input_path: &Path,
-        image_folder: Option<&Path>,
+        opts: &LoadOptions,
     ) -> Result<(Vec<InstructionRecord>, Vec<InstructionRecord>)> {
         let take = |n: usize, f: f64, what: &str| -> Result<usize> {
             let m = (f * n as f64).round() as usize;
@@ -114,7 +114,7 @@ impl IgArgs {
         };
         match &self.ig_sft {
             Some(p) => {
-                let sft = load_llava(p, image_folder)?;
+                let sft = load_llava_with(p, opts)?;
                 let m = take(
                     sft.len(),
                     self.ig_fraction.unwrap_or(1.0),
@@ -156,8 +156,9 @@ pub fn run_generate_ig(
     tuner: &dyn crate::generate::FineTuner,
 ) -> Result<RunSummary> {
     let levels = ig.levels(args.levels)?;
-    let input = load_llava(&args.input, args.image_folder.as_deref())?;
-    let (sft, prompts) = ig.split(input, &args.input, args.image_folder.as_deref())?;
+    let opts = LoadOptions { image_folder: args.image_folder.clone(), allow_outside_root: args.allow_outside_root };
+    let input = load_llava_with(&args.input, &opts)?;
+    let (sft, prompts) = ig.split(input, &args.input, &opts)?;
     let experts = crate::generate::incremental_experts(base, tuner, &sft, levels)?;
     eprintln!(
         "generate (IG): K = {levels}: {} fine-tuned experts on cumulative subsets of {} records, then the base; {} prompts",
