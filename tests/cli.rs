@@ -246,7 +246,7 @@ fn generate_with_incremental_generation_makes_k_minus_2_levels_and_resumes_after
         let sources: Vec<&str> = c.iter().map(|c| c["source"].as_str().unwrap()).collect();
         assert_eq!(sources, ["hf+sft2of2(4)", "hf+sft1of2(2)", "hf"], "K - 2 = 2 IG levels above the base");
         assert!(c[0]["decoding"]["adapter"].as_str().unwrap().ends_with("stage-2/adapter"));
-        assert!(c[2]["decoding"].get("adapter").is_none());
+        assert!(c[2]["decoding"]["adapter"].is_null(), "the base runs without an adapter");
     }
     let ig_a = dir.path().join("a/gen.jsonl.ig");
     let adapter = |root: &Path, s: usize| std::fs::read(root.join(format!("stage-{s}/adapter/adapter_model.safetensors"))).unwrap();

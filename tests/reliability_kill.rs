@@ -36,8 +36,8 @@ fn train_args(data: &Path, run: &Path) -> Vec<String> {
     let model = fixtures().join("hf");
     [
         "train", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--levels", "3",
-        "--max-steps", "16", "--batch-size", "1", "--grad-accum", "2", "--lora-r", "4", "--lora-dropout", "0.1",
-        "--lr", "0.02", "--warmup-steps", "2", "--seed", "11", "--save-every", "1", "--output-dir", run.to_str().unwrap(),
+        "--max-steps", "400", "--batch-size", "1", "--grad-accum", "2", "--lora-r", "4", "--lora-dropout", "0.1",
+        "--lr", "0.01", "--warmup-steps", "2", "--seed", "11", "--save-every", "7", "--output-dir", run.to_str().unwrap(),
     ]
     .map(String::from)
     .to_vec()
@@ -83,5 +83,6 @@ fn a_kill_at_1_2_and_4_seconds_then_a_rerun_gives_the_uninterrupted_adapter() {
         assert!(o.status.success(), "rerun after a kill at {secs} s: {}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(adapter(&run), want, "killed at {secs} s, then rerun");
     }
-    assert!(interrupted >= 1, "every run finished before its kill: the test no longer tests resuming");
+    eprintln!("{interrupted} of 3 runs were killed mid-training");
+    assert!(interrupted >= 1, "the runs finished before their kills: the test no longer tests resuming");
 }
