@@ -8,8 +8,17 @@ fn is_png(p: &std::path::Path) -> bool {
     std::fs::read(p).map(|b| b.starts_with(b"\x89PNG\r\n\x1a\n") && b.len() > 1000).unwrap_or(false)
 }
 
+/// The demo sets process-global libtorch state (the RNG seed, the thread count), and the test
+/// harness runs a binary's tests on parallel threads: the tests of this file take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[test]
 fn tiny_demo_runs_every_stage_and_writes_a_complete_report_then_resumes() {
+    let _serial = serial();
     // AMP_DEMO_TEST_DIR keeps the run (report, models, data) for inspection.
     let dir = tempfile::tempdir().unwrap();
     let run = std::env::var_os("AMP_DEMO_TEST_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| dir.path().join("run"));
@@ -208,6 +217,7 @@ fn check_checkpoints(r: &DemoReport, run: &std::path::Path) {
 /// the same bytes (tower, experts) and the same numbers in a fresh directory.
 #[test]
 fn tiny_demo_is_deterministic_on_one_machine() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let go = |out: std::path::PathBuf| {
         let args = DemoArgs { preset: "tiny".into(), seeds: vec![0], out, resume: true, threads: 1, config: None, experts_only: true };
@@ -235,6 +245,7 @@ fn tiny_demo_is_deterministic_on_one_machine() {
 #[test]
 #[ignore]
 fn small_preset() {
+    let _serial = serial();
     let run = std::env::var_os("AMP_DEMO_TEST_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| "runs/demo-small".into());
     let args = DemoArgs { preset: "small".into(), seeds: vec![0, 1, 2], out: run, resume: true, threads: 0, config: None, experts_only: false };
     let r = run_demo(&args).unwrap_or_else(|e| panic!("small demo failed: {e}"));
