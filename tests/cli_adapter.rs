@@ -2,17 +2,10 @@
 //! the tiny llava-hf fixtures: a trained run evaluates in one command, the merged and unmerged
 //! adapter answer token for token alike, the run's seed fixes the adapter bytes, and the shared
 //! `--device`/`--dtype` flags are accepted (bf16 on the CPU) or refused with a named error.
+mod common;
+use common::{fixtures, write_amp_file};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var("AMP_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/oracle-fixtures")));
-    let llava = dir.join("llava");
-    assert!(llava.join("hf/config.json").exists(), "fixtures missing: run `bash scripts/test.sh`");
-    llava
-}
 
 fn amp(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_amp")).args(args).output().expect("run amp")
@@ -21,22 +14,6 @@ fn amp(args: &[&str]) -> std::process::Output {
 fn ok(o: std::process::Output) -> std::process::Output {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     o
-}
-
-fn write_amp_file(path: &Path, image: &Path, n: usize) {
-    let conv = |a1: &str, a2: &str| {
-        serde_json::json!([
-            {"from": "human", "value": "<image>\nWhat is in the picture?"}, {"from": "gpt", "value": a1},
-            {"from": "human", "value": "What colour is it?"}, {"from": "gpt", "value": a2},
-        ])
-    };
-    let rows: Vec<_> = (0..n)
-        .map(|i| {
-            serde_json::json!({"id": format!("ex{i}"), "image": image, "output_1": conv("a red cat", "red"),
-                "output_2": conv("a cat and a dog", "blue"), "output_3": conv("three dogs on a car", "green")})
-        })
-        .collect();
-    std::fs::write(path, serde_json::to_string(&rows).unwrap()).unwrap();
 }
 
 /// Trains 3 steps with a large learning rate (so the adapter really changes the model) and

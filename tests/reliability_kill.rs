@@ -3,34 +3,11 @@
 //! an uninterrupted run, byte for byte (the first checkpoint is written before step 1, every
 //! later one atomically, the data order and every random draw follow the run's seed, and the
 //! killed process's lock does not block the rerun).
-use std::path::{Path, PathBuf};
+mod common;
+use common::{fixtures, write_amp_file};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var("AMP_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/oracle-fixtures")));
-    let llava = dir.join("llava");
-    assert!(llava.join("hf/config.json").exists(), "fixtures missing: run `bash scripts/test.sh`");
-    llava
-}
-
-fn write_amp_file(path: &Path, image: &Path, n: usize) {
-    let conv = |a1: &str, a2: &str| {
-        serde_json::json!([
-            {"from": "human", "value": "<image>\nWhat is in the picture?"}, {"from": "gpt", "value": a1},
-            {"from": "human", "value": "What colour is it?"}, {"from": "gpt", "value": a2},
-        ])
-    };
-    let rows: Vec<_> = (0..n)
-        .map(|i| {
-            serde_json::json!({"id": format!("ex{i}"), "image": image, "output_1": conv("a red cat", "red"),
-                "output_2": conv("a cat and a dog", "blue"), "output_3": conv("three dogs on a car", "green")})
-        })
-        .collect();
-    std::fs::write(path, serde_json::to_string(&rows).unwrap()).unwrap();
-}
 
 fn train_args(data: &Path, run: &Path) -> Vec<String> {
     let model = fixtures().join("hf");

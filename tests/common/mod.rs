@@ -1,0 +1,31 @@
+//! Helpers shared by the root package's integration tests that run the `amp` binary on the tiny
+//! llava-hf fixtures (`scripts/test.sh` writes them to `$AMP_FIXTURES`).
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+
+/// The tiny llava-hf fixture directory (`llava/`: `hf/`, `image.png`).
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var("AMP_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/oracle-fixtures")));
+    let llava = dir.join("llava");
+    assert!(llava.join("hf/config.json").exists(), "fixtures missing: run `bash scripts/test.sh`");
+    llava
+}
+
+/// An AMP training file (K = 3, two rounds) of `n` examples on `image`.
+pub fn write_amp_file(path: &Path, image: &Path, n: usize) {
+    let conv = |a1: &str, a2: &str| {
+        serde_json::json!([
+            {"from": "human", "value": "<image>\nWhat is in the picture?"}, {"from": "gpt", "value": a1},
+            {"from": "human", "value": "What colour is it?"}, {"from": "gpt", "value": a2},
+        ])
+    };
+    let rows: Vec<_> = (0..n)
+        .map(|i| {
+            serde_json::json!({"id": format!("ex{i}"), "image": image, "output_1": conv("a red cat", "red"),
+                "output_2": conv("a cat and a dog", "blue"), "output_3": conv("three dogs on a car", "green")})
+        })
+        .collect();
+    std::fs::write(path, serde_json::to_string(&rows).unwrap()).unwrap();
+}
