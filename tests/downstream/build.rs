@@ -1,0 +1,4 @@
+// Link libtorch with an rpath (see the amp-build crate).
+fn main() {
+    amp_build::link_libtorch();
+}
