@@ -343,7 +343,13 @@ fn beam_search(
         .collect();
     let stop = StopCheck::new(tokenizer, &cfg.stop_strings);
     for step in 0..cfg.max_new_tokens {
-        let hist: Vec<Vec<i64>> = (0..b * nb).map(|r| [&prompts[r / nb][..], &beams[r / nb].seq[r % nb][..]].concat()).collect();
+        // the histories (prompt + beam) only feed the penalties: not built when both are off
+        let penalised = cfg.repetition_penalty != 1. || cfg.no_repeat_ngram_size > 0;
+        let hist: Vec<Vec<i64>> = if penalised {
+            (0..b * nb).map(|r| [&prompts[r / nb][..], &beams[r / nb].seq[r % nb][..]].concat()).collect()
+        } else {
+            Vec::new()
+        };
         let lp = process(&logits.log_softmax(-1, Kind::Float), &hist, cfg);
         let v = lp.size()[1];
         let run: Vec<f32> = beams.iter().flat_map(|bm| bm.score.iter().map(|&s| s as f32)).collect();
