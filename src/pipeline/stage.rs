@@ -101,6 +101,23 @@ pub fn work_dir<K: Serialize + ?Sized>(dir: &Path, key: &K) -> Result<()> {
     std::fs::write(&marker, &key).map_err(io_err(&marker))
 }
 
+/// A cheap fingerprint of a saved model directory (file names, sizes and modification times).
+pub(crate) fn fingerprint_dir(dir: &Path) -> String {
+    let mut h = Sha256::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).map(|rd| rd.flatten().collect()).unwrap_or_default();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        h.update(e.file_name().to_string_lossy().as_bytes());
+        if let Ok(m) = e.metadata() {
+            h.update(m.len().to_le_bytes());
+            if let Ok(t) = m.modified().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).map_err(std::io::Error::other)) {
+                h.update(t.as_nanos().to_le_bytes());
+            }
+        }
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
