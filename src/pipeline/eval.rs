@@ -2,9 +2,10 @@
 //! claim counts) and POPE through `mrhal_bench`'s harness, plus the attribute accuracy of its
 //! located claims (docs/demo.md, "Statistics").
 use super::results::{EvalResult, ItemScore, RoundScore};
+use super::run::{RunPaths, WorldData};
 use super::stage::{fingerprint_dir, Stages};
-use super::{engine, io_err, read_json, stage_err, write_json, DemoConfig, Result, RunPaths};
-use crate::adapters::{LlavaChat, RuleJudge};
+use super::{engine, io_err, read_json, stage_err, write_json, DemoConfig, Result};
+use crate::adapters::LlavaChat;
 use amp_world::SceneIndex;
 use mrhal_bench::answers::{mrhal_tasks, pope_tasks};
 use mrhal_bench::{Benchmark, RunResults};
@@ -70,7 +71,8 @@ fn item_scores(world: &Path, answers: &mrhal_bench::AnswerSet, scenes: &SceneInd
 /// MRHal rounds). Reads the world's `eval_gt.json`, `pope/` and images; writes `eval/<name>/`
 /// (answers, judgments, results and `result.json`, which it returns). Keyed by the model's
 /// weights, the decoding and the world.
-pub(super) fn evaluate(st: &mut Stages, paths: &RunPaths, cfg: &DemoConfig, judge: &RuleJudge, scenes: &SceneIndex, name: &str, dir: &Path) -> Result<EvalResult> {
+pub(super) fn evaluate(st: &mut Stages, paths: &RunPaths, cfg: &DemoConfig, world: &WorldData, name: &str, dir: &Path) -> Result<EvalResult> {
+    let (judge, scenes) = (&world.judge, &world.scenes);
     let out = paths.eval(name);
     let result = out.join("result.json");
     // "v3": results since the per-item scores and question-free grounding.

@@ -1,56 +1,117 @@
 //! The end-to-end AMP demo ("main job") on amp-world's synthetic world, whose truth is known.
 //!
-//! Stages (each writes under the run directory and is skipped on rerun when its outputs exist
-//! and its configuration key matches, see [`stage`]):
+//! [`run_demo`] is the driver: it opens the run (the configuration, the run directory and the
+//! stage cache, `run.rs`) and calls one function per stage, in order, each returning the typed
+//! results the next one reads. Every stage writes under the run directory and is skipped on
+//! rerun when its outputs exist and its configuration key matches, see [`stage`]. In order:
 //!
-//! 1. `world` — scenes, images, LLaVA instruction data, preference prompts, an MRHal-style
-//!    benchmark, POPE probes and a BPE tokenizer ([`amp_world::World::write`]).
-//! 2. `experts` — LLaVA-architecture models of several sizes trained from scratch (vision tower
-//!    included) by `mdpo`'s SFT trainer; one of them is the *base* every variant starts from.
-//! 3. `expert-eval` — every expert on the benchmark (rule judge): does hallucination fall with
-//!    size, as Multi-size Expert Generation assumes?
-//! 4. `ig` — Incremental Generation experts (`amp_data::generate::incremental_experts` with a
-//!    [`crate::adapters`] fine-tuner).
-//! 5. `generate` — every expert answers every preference prompt (`amp_data::pipeline::generate`).
-//! 6. `check` — the auto-check with the real all-MiniLM-L6-v2 (`amp_data::pipeline::check`), and
-//!    the initial (unchecked) ranking for the ablation.
-//! 7. `datasets` — K-level AMP files per variant (`amp_data::pipeline::finalize`).
-//! 8. `ranking` — fraction of wrongly ordered response pairs before/after the check, against the
-//!    true number of hallucinated claims ([`ranking`]).
-//! 9. `train` — per variant and seed, MDPO / DPO from the base (`mdpo::Trainer`).
-//! 10. `eval` — MRHal-style benchmark (rule judge, cumulative/mean score and hallucination rate)
-//!     and POPE (acc/F1/yes-ratio per split) through `mrhal_bench`'s harness.
-//! 11. `report` — Markdown + PNG curves and bars, every number as mean ± std over the seeds.
+//! 1. `world` (`run.rs`) — scenes, images, LLaVA instruction data, preference prompts, an
+//!    MRHal-style benchmark, POPE probes and a BPE tokenizer ([`amp_world::World::write`]).
+//! 2. `tower` (`experts.rs`) — stage 0: a vision tower trained on per-cell labels, frozen for
+//!    every expert ([`tower`]).
+//! 3. `expert <name> captions`, `expert <name>` (`experts.rs`) — LLaVA-architecture models of
+//!    several sizes trained from scratch but for the tower by `mdpo`'s SFT trainer (LLaVA stage 1
+//!    on captions, then stage 2 instruction tuning); one of them is the *base* every variant
+//!    starts from.
+//! 4. `eval expert-<name>` (`experts.rs`, `eval.rs`) — every expert on the benchmark (rule
+//!    judge): does hallucination fall with size, as Multi-size Expert Generation assumes?
+//! 5. `ig pretrain`, `ig fine-tune` (`experts.rs`) — Incremental Generation experts
+//!    (`amp_data::generate::incremental_experts` with a [`crate::adapters`] fine-tuner).
+//! 6. `generate meg|ig` (`preference.rs`) — every expert answers every preference prompt
+//!    (`amp_data::pipeline::generate`).
+//! 7. The gates (`preference.rs`, [`gates`]) — are the experts graded? Checked before any
+//!    preference training.
+//! 8. `check meg|ig` (`preference.rs`) — the auto-check with the real all-MiniLM-L6-v2
+//!    (`amp_data::pipeline::check`), and the initial (unchecked) ranking for the ablation.
+//! 9. `dataset <variant>` (`preference.rs`) — K-level AMP files per variant
+//!    (`amp_data::pipeline::finalize`).
+//! 10. `ranking` (`preference.rs`) — fraction of wrongly ordered response pairs before/after the
+//!     check, against the true number of hallucinated claims ([`ranking`]).
+//! 11. `anchor <variant>`, `train <variant> s<seed>` (`train.rs`) — per variant and seed, MDPO /
+//!     DPO / the SFT control from the base (`mdpo::Trainer`).
+//! 12. `eval <variant>-s<seed>` (`eval.rs`) — MRHal-style benchmark (rule judge, cumulative/mean
+//!     score and hallucination rate) and POPE (acc/F1/yes-ratio per split) through
+//!     `mrhal_bench`'s harness; then paired-bootstrap intervals against the SFT control.
+//! 13. `report` (`run.rs`, [`report`]) — Markdown + PNG curves and bars, every number as
+//!     mean ± std over the seeds.
 pub mod checkpoint;
 pub mod engine;
 mod eval;
+mod experts;
 pub mod gates;
+mod preference;
 pub mod ranking;
 pub mod report;
 pub mod results;
+mod run;
 pub mod stage;
 pub mod stats;
 pub mod tower;
+mod train;
 
+pub use preference::{pick_levels, subset_rows};
 pub use results::{
     claim_counts, round_counts, Curve, DemoReport, EvalResult, ExpertQuality, ItemScore, RoundScore, StageTiming, BASE_ROW, CONTROL_ROW,
 };
+pub use run::RunPaths;
 pub(crate) use stage::fingerprint_dir;
 
-use crate::adapters::{BertEmbedder, RuleJudge};
-use amp_data::pipeline::{self as dp, CheckedRow, GeneratedRow, Shard};
-use amp_data::{AutoCheckConfig, AutoChecker, Chunker, Expert};
-use amp_world::{SceneIndex, World, WorldConfig};
+#[cfg(test)]
+use amp_data::pipeline::CheckedRow;
+use amp_world::WorldConfig;
 use mdpo::loss::{LossConfig, PairSet};
-use mdpo::{MdpoConfig, PreferenceExample};
 use serde::{Deserialize, Serialize};
-use eval::evaluate;
-use stage::Stages;
+use run::DemoRun;
 pub use tower::TowerSpec;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
+
+// ------------------------------------------------------------------------------------------------
+// The driver
+
+/// Run the whole demo (see the module docs): one function per stage, in order. Stages whose
+/// outputs exist for the same configuration are skipped when `args.resume`.
+pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
+    let mut run = DemoRun::open(args)?;
+    let world = run::world_stage(&mut run)?;
+    // The models the preference data comes from (LLaVA stages 0–2, AMP §3.1.1).
+    let tower = experts::tower_stage(&mut run, &world)?;
+    let sft_data = experts::expert_stages(&mut run, &world, &tower)?;
+    let quality = experts::evaluate_experts(&mut run, &world)?;
+    if args.experts_only {
+        return Err(experts::stop_after_experts(&run.paths, &quality.experts));
+    }
+    // The preference data (AMP §3.1: MEG / IG generation, the gates, the auto-check of §3.1.3).
+    let pools = preference::response_pools(&mut run, &world, &tower, &sft_data)?;
+    let generated = preference::generate_stage(&mut run, &pools)?;
+    let gate = preference::check_gates(&run, &world, &quality, &generated)?;
+    let data = preference::preference_data(&mut run, &world, &generated)?;
+    // Preference training and evaluation (AMP §3.2), then the report.
+    let trained = train::train_variants(&mut run, &world, &quality)?;
+    let intervals = train::control_intervals(&run.cfg, &trained.results);
+    let report = DemoReport {
+        run_dir: run.paths.root.clone(),
+        config: run.cfg.clone(),
+        seeds: run.seeds.clone(),
+        stages: Vec::new(),
+        experts: quality.experts,
+        hallucination_falls_with_size: quality.hallucination_falls_with_size,
+        tower: tower.report,
+        gates: Some(gate),
+        anchor_gradients: trained.anchor_gradients,
+        intervals,
+        dataset_stats: data.dataset_stats,
+        ranking: data.ranking,
+        results: trained.results,
+        curves: trained.curves,
+        report_md: run.paths.report().join("report.md"),
+        total_wall_s: 0.0,
+        total_compute_s: 0.0,
+    };
+    run::report_stage(&mut run, report)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Errors and run-directory files
 
 /// Errors of the demo. A stage that needs an API a crate does not provide yet fails with
 /// [`DemoError::Blocked`], never with made-up output.
@@ -492,509 +553,6 @@ impl DemoConfig {
         }
         Ok(())
     }
-}
-
-// ------------------------------------------------------------------------------------------------
-// The run
-
-/// Paths of a run directory.
-#[derive(Debug, Clone)]
-pub struct RunPaths {
-    pub root: PathBuf,
-}
-
-impl RunPaths {
-    pub fn world(&self) -> PathBuf {
-        self.root.join("world")
-    }
-    pub fn images(&self) -> PathBuf {
-        self.world().join("images")
-    }
-    pub fn tokenizer(&self) -> PathBuf {
-        self.world().join("tokenizer.json")
-    }
-    pub fn expert(&self, name: &str) -> PathBuf {
-        self.root.join("models").join(name)
-    }
-    pub fn data(&self) -> PathBuf {
-        self.root.join("data")
-    }
-    pub fn train(&self, variant: &str, seed: u64) -> PathBuf {
-        self.root.join("train").join(variant).join(format!("seed-{seed}"))
-    }
-    pub fn eval(&self, model: &str) -> PathBuf {
-        self.root.join("eval").join(model)
-    }
-    pub fn report(&self) -> PathBuf {
-        self.root.join("report")
-    }
-}
-
-fn sft_examples(world: &Path, file: &str) -> Result<Vec<PreferenceExample>> {
-    let opts = mdpo::data::LoadOptions { levels: None, image_root: Some(world.join("images")), check_images: true };
-    Ok(mdpo::data::load_sft_file(&world.join(file), &opts)?)
-}
-
-/// Run the whole demo (see the module docs). Stages whose outputs exist for the same
-/// configuration are skipped when `args.resume`.
-pub fn run_demo(args: &DemoArgs) -> Result<DemoReport> {
-    let t0 = Instant::now();
-    if args.threads > 0 {
-        tch::set_num_threads(args.threads as i32);
-    }
-    if args.seeds.is_empty() {
-        return Err(DemoError::Config("at least one seed".into()));
-    }
-    let cfg = match &args.config {
-        Some(p) => read_json::<DemoConfig>(p)?,
-        None => DemoConfig::preset(&args.preset)?,
-    };
-    cfg.validate()?;
-    std::fs::create_dir_all(&args.out).map_err(io_err(&args.out))?;
-    // Absolute paths: the data files written below name their images, and must still load when
-    // the demo (or `amp train` on its data) runs from another directory.
-    let paths = RunPaths { root: std::fs::canonicalize(&args.out).map_err(io_err(&args.out))? };
-    write_json(&paths.root.join("config.json"), &cfg)?;
-    let mut st = Stages::new(&paths.root, args.resume);
-
-    // 1. World.
-    let world = World::new(cfg.world.clone())?;
-    st.run("world", &cfg.world, &[paths.world().join("world.json")], |_| {
-        // The stage reruns only for another configuration: the old world goes (amp-world refuses
-        // to overwrite a directory holding another config).
-        if paths.world().join("world.json").exists() {
-            std::fs::remove_dir_all(paths.world()).map_err(io_err(&paths.world()))?;
-        }
-        world.write(&paths.world())?;
-        Ok(())
-    })?;
-    let scenes = SceneIndex::open(&paths.world())?;
-    let judge = RuleJudge::new(scenes.clone());
-    let vocab = tokenizers::Tokenizer::from_file(paths.tokenizer())
-        .map_err(|e| stage_err("world", format!("{}: {e}", paths.tokenizer().display())))?
-        .get_vocab_size(true) as i64;
-
-    // 0. The shared vision tower (stage 0), frozen for every expert.
-    let mut tower_report = None;
-    let tower_dir = paths.root.join("models").join("tower");
-    if let Some(t) = &cfg.tower {
-        let key = (&cfg.world, t);
-        st.run("tower", &key, &[tower_dir.join(tower::WEIGHTS)], |_| {
-            let ids = |split: amp_world::Split| (0..world.len(split)).map(|i| World::id(split, i)).collect::<Vec<_>>();
-            let r = tower::train(&paths.world(), &cfg.world, &scenes, &ids(amp_world::Split::Train), &ids(amp_world::Split::Bench), t, 7, &tower_dir)?;
-            eprintln!(
-                "[demo] stage-0 tower, held-out per-cell accuracy: occupancy {:.3}, shape {:.3}, colour {:.3}, size {:.3}, all three {:.3}",
-                r.occupancy, r.shape, r.colour, r.size, r.all_attributes
-            );
-            Ok(())
-        })?;
-        tower_report = Some(read_json::<tower::TowerReport>(&tower_dir.join("tower_report.json"))?);
-    }
-    let tower_path = cfg.tower.as_ref().map(|_| tower_dir.clone());
-
-    // 2. Experts: (stage 1, captions) then instruction tuning, from scratch but for the tower.
-    let train = sft_examples(&paths.world(), "train.json")?;
-    let captions = match cfg.captions {
-        Some(_) => sft_examples(&paths.world(), amp_world::dataset::CAPTIONS)?,
-        None => Vec::new(),
-    };
-    for (i, e) in cfg.experts.iter().enumerate() {
-        let dir = paths.expert(&e.name);
-        let scratch =
-            engine::Init::Scratch { spec: e.clone(), image_size: cfg.world.image_size as i64, vocab, seed: 1000 + i as i64, tower: tower_path.clone() };
-        let init = match &cfg.captions {
-            Some(c) => {
-                let cdir = dir.join("captions");
-                let key = (&cfg.world, e, c, st.key_of("tower"));
-                st.run(&format!("expert {} captions", e.name), &key, &[engine::model_dir(&cdir)], |name| {
-                    stage::work_dir(&cdir, &key)?;
-                    engine::train_sft(name, &scratch, &paths.tokenizer(), captions.clone(), c, 500 + i as u64, &cdir)?;
-                    Ok(())
-                })?;
-                engine::Init::From(engine::model_dir(&cdir))
-            }
-            None => scratch,
-        };
-        let key = (&cfg.world, e, &cfg.sft, st.key_of("tower"), st.key_of(&format!("expert {} captions", e.name)));
-        st.run(&format!("expert {}", e.name), &key, &[engine::model_dir(&dir)], |name| {
-            // The work dir holds the trainer's checkpoints; the caption stage's model stays.
-            let work = dir.join("sft");
-            stage::work_dir(&work, &key)?;
-            engine::train_sft(name, &init, &paths.tokenizer(), train.clone(), &cfg.sft, 1000 + i as u64, &work)?;
-            let from = engine::model_dir(&work);
-            let to = engine::model_dir(&dir);
-            if to.exists() {
-                std::fs::remove_dir_all(&to).map_err(io_err(&to))?;
-            }
-            std::fs::rename(&from, &to).map_err(io_err(&from))?;
-            Ok(())
-        })?;
-    }
-
-    // 3. Expert quality on the benchmark.
-    let mut experts = Vec::new();
-    for e in &cfg.experts {
-        let dir = engine::model_dir(&paths.expert(&e.name));
-        let r = evaluate(&mut st, &paths, &cfg, &judge, &scenes, &format!("expert-{}", e.name), &dir)?;
-        experts.push(ExpertQuality { name: e.name.clone(), params: engine::param_count(&dir).unwrap_or(0), eval: r });
-    }
-    let rates: Vec<f64> = experts.iter().map(|e| e.eval.claim_hallucination_rate()).collect();
-    let hallucination_falls_with_size = rates.windows(2).all(|w| w[0] < w[1]);
-    if args.experts_only {
-        let mut table = String::from("expert  params  MRHal score  MRHal hal. rate  claim hal. rate  shape/colour/size right  POPE acc (adv/pop/rand)\n");
-        for e in &experts {
-            let pope: Vec<String> = amp_world::pope::POPE_SPLITS
-                .iter()
-                .map(|s| format!("{:.3}", e.eval.pope.get(&format!("{s}/accuracy")).copied().unwrap_or(f64::NAN)))
-                .collect();
-            let g = |k: &str| e.eval.grounding.get(k).copied().unwrap_or(f64::NAN);
-            table += &format!(
-                "{}  {}  {:.3}  {:.3}  {:.3}  {:.2}/{:.2}/{:.2}  {}\n",
-                e.name,
-                e.params,
-                e.eval.mrhal.get("cumulative_score").copied().unwrap_or(f64::NAN),
-                e.eval.mrhal.get("cumulative_hallucination_rate").copied().unwrap_or(f64::NAN),
-                e.eval.claim_hallucination_rate(),
-                g("shape_accuracy"),
-                g("colour_accuracy"),
-                g("size_accuracy"),
-                pope.join(" / ")
-            );
-        }
-        let path = paths.root.join("experts.txt");
-        std::fs::write(&path, &table).map_err(io_err(&path))?;
-        eprint!("{table}");
-        return Err(DemoError::Stopped { after: "experts".into(), path });
-    }
-
-    // 4. IG experts.
-    let pref_records = amp_data::load_llava(&paths.world().join("pref.json"), Some(&paths.images()))?;
-    let base_dir = engine::model_dir(&paths.expert(&cfg.base));
-    let ig_dir = paths.root.join("models").join("ig");
-    let mut ig_models: Vec<(String, PathBuf)> = Vec::new();
-    if cfg.ig_parts > 0 {
-        let n_pre = ((train.len() as f64) * cfg.ig_pretrain_fraction).round() as usize;
-        let m0 = ig_dir.join("m0");
-        let base_spec = cfg.experts.iter().find(|e| e.name == cfg.base).expect("validated").clone();
-        let pre_steps = ((cfg.sft.steps as f64) * cfg.ig_pretrain_fraction).ceil() as usize;
-        let pre_spec = TrainSpec { steps: pre_steps.max(1), ..cfg.sft.clone() };
-        let key = (&cfg.world, &base_spec, &pre_spec, n_pre);
-        st.run("ig pretrain", &key, &[engine::model_dir(&m0)], |name| {
-            stage::work_dir(&m0, &key)?;
-            let init = engine::Init::Scratch { spec: base_spec.clone(), image_size: cfg.world.image_size as i64, vocab, seed: 2000, tower: tower_path.clone() };
-            engine::train_sft(name, &init, &paths.tokenizer(), train[..n_pre].to_vec(), &pre_spec, 2000, &m0)?;
-            Ok(())
-        })?;
-        // Fine-tuning set F: the rest of the SFT data, as LLaVA records (Algorithm 1's input).
-        let mut rest = amp_data::load_llava(&paths.world().join("train.json"), Some(&paths.images()))?.split_off(n_pre);
-        rest.truncate(((rest.len() as f64) * cfg.ig_finetune_fraction).round() as usize);
-        let tuner = crate::adapters::LlavaFineTuner {
-            base: engine::model_dir(&m0),
-            tokenizer: paths.tokenizer(),
-            out_root: ig_dir.clone(),
-            steps_per_record: cfg.sft.steps as f64 / train.len() as f64,
-            spec: cfg.sft.clone(),
-            gen: cfg.gen.clone(),
-            resume: args.resume,
-        };
-        let base_expert = Expert {
-            name: "ig-m0".into(),
-            generator: Arc::new(engine::chat("ig", "ig-m0", &engine::model_dir(&m0), &paths.tokenizer(), &cfg.gen)?),
-        };
-        let t = Instant::now();
-        let list = amp_data::generate::incremental_experts(base_expert, &tuner, &rest, cfg.ig_parts + 2)?;
-        st.record("ig fine-tune", t.elapsed().as_secs_f64(), false);
-        for (i, e) in list.iter().enumerate() {
-            let dir = if i + 1 == list.len() { engine::model_dir(&m0) } else { engine::model_dir(&tuner.stage_dir(cfg.ig_parts - i)) };
-            ig_models.push((e.name.clone(), dir));
-        }
-    }
-
-    // 5. Generation on the preference prompts (MEG pool, then IG pool).
-    let meg_models: Vec<(String, PathBuf)> =
-        cfg.experts.iter().map(|e| (e.name.clone(), engine::model_dir(&paths.expert(&e.name)))).collect();
-    let mut pools: Vec<(Source, Vec<(String, PathBuf)>)> = vec![(Source::Meg, meg_models)];
-    if !ig_models.is_empty() {
-        pools.push((Source::Ig, ig_models));
-    }
-    let mut generated: BTreeMap<String, Vec<GeneratedRow>> = BTreeMap::new();
-    for (source, models) in &pools {
-        let tag = format!("{source:?}").to_lowercase();
-        let out = paths.data().join(&tag).join("generated.jsonl");
-        // The models' weights (not only their names) key the stage: an IG chain fine-tuned on
-        // other data must not reuse old answers.
-        let key = (&cfg.world, &cfg.gen, models.iter().map(|m| (&m.0, fingerprint_dir(&m.1))).collect::<Vec<_>>());
-        st.run(&format!("generate {tag}"), &key, std::slice::from_ref(&out), |name| {
-            let _ = std::fs::remove_file(&out); // a stale file of another config
-            let dialogues: Vec<(Arc<Vec<u8>>, Vec<String>)> = pref_records
-                .iter()
-                .map(|r| {
-                    let img = std::fs::read(&r.image).map_err(io_err(&r.image))?;
-                    Ok((Arc::new(img), r.conversations.iter().filter(|t| t.from == "human").map(|t| t.value.clone()).collect()))
-                })
-                .collect::<Result<_>>()?;
-            let mut experts = Vec::new();
-            for (m, dir) in models {
-                let chat = engine::chat(name, m, dir, &paths.tokenizer(), &cfg.gen)?;
-                chat.prefill(&dialogues, &format!("{tag} {m}")).map_err(|e| stage_err(name, e))?;
-                experts.push(Expert { name: m.clone(), generator: Arc::new(chat) });
-            }
-            let experts = amp_data::generate::multi_size_experts(experts, None)?;
-            dp::generate(&pref_records, &experts, &out, Shard::ALL, 1)?;
-            Ok(())
-        })?;
-        generated.insert(tag, dp::load_rows(&out)?);
-    }
-
-    // Gates, before any preference training.
-    let gates_path = paths.data().join("gates.json");
-    let gate_pool: Vec<String> = cfg
-        .variants
-        .iter()
-        .filter(|v| v.source == Source::Meg && v.kind == VariantKind::Preference && !v.pool.is_empty())
-        .max_by_key(|v| v.levels)
-        .map(|v| v.pool.clone())
-        .unwrap_or_else(|| cfg.experts.iter().map(|e| e.name.clone()).collect());
-    let expert_rates: Vec<(String, f64, Vec<(String, f64)>)> = experts
-        .iter()
-        .map(|e| {
-            let dist = e
-                .eval
-                .grounding
-                .iter()
-                .filter_map(|(k, v)| k.strip_prefix("shape_share/").map(|s| (s.to_string(), *v)))
-                .collect();
-            (e.name.clone(), e.eval.claim_hallucination_rate(), dist)
-        })
-        .collect();
-    let gate = gates::compute(&expert_rates, &cfg.base, &generated["meg"], &gate_pool, &scenes);
-    write_json(&gates_path, &gate)?;
-    let gate_text = gates::lines(&gate).join("\n");
-    eprintln!("[demo] gates (before preference training):\n{gate_text}");
-    if cfg.enforce_gates && !gate.passed {
-        return Err(DemoError::Gates { path: gates_path, text: gate_text });
-    }
-
-    // 6. Auto-check (real MiniLM sentence expert for both the chunk and the sentence metric).
-    let mut checked: BTreeMap<String, (Vec<CheckedRow>, Vec<CheckedRow>)> = BTreeMap::new();
-    for (tag, rows) in &generated {
-        let out = paths.data().join(tag).join("checked.jsonl");
-        let out_init = paths.data().join(tag).join("initial.jsonl");
-        let key = (st.key_of(&format!("generate {tag}")), cfg.tau);
-        st.run(&format!("check {tag}"), &key, &[out.clone(), out_init.clone()], |_| {
-            let _ = std::fs::remove_file(&out);
-            let _ = std::fs::remove_file(&out_init);
-            let minilm = BertEmbedder::minilm()?;
-            let chunker = Chunker::new(amp_data::cli::load_tagger(None)?);
-            let checker = AutoChecker::new(chunker, &minilm, &minilm, AutoCheckConfig { tau: cfg.tau });
-            dp::check(rows, Some(&checker), &out, Shard::ALL, 1)?;
-            dp::check::<&BertEmbedder, &BertEmbedder>(rows, None, &out_init, Shard::ALL, 1)?;
-            Ok(())
-        })?;
-        checked.insert(tag.clone(), (dp::load_rows(&out)?, dp::load_rows(&out_init)?));
-    }
-
-    // 7. K-level datasets per variant.
-    let mut dataset_stats = BTreeMap::new();
-    for v in cfg.variants.iter().filter(|v| v.kind == VariantKind::Preference) {
-        let tag = format!("{:?}", v.source).to_lowercase();
-        let (chk, init) = &checked[&tag];
-        let rows = if v.checked { chk } else { init };
-        let dir = paths.data().join("variants").join(&v.name);
-        let key = (st.key_of(&format!("check {tag}")), v.levels, v.checked, &v.pool);
-        st.run(&format!("dataset {}", v.name), &key, &[dir.join("amp.json")], |_| {
-            let sub = subset_rows(rows, v.levels, &v.pool);
-            dp::finalize(sub, &dir)?;
-            Ok(())
-        })?;
-        let s: dp::DatasetStats = read_json(&dir.join("stats.json"))?;
-        dataset_stats.insert(v.name.clone(), s);
-    }
-
-    // 8. Ranking quality of the auto-check against the world's truth.
-    let ranking_path = paths.data().join("ranking.json");
-    st.run("ranking", &st.key_of("check meg"), std::slice::from_ref(&ranking_path), |_| {
-        write_json(&ranking_path, &ranking::ranking_quality(&checked["meg"].0, &scenes))
-    })?;
-    let ranking: ranking::RankingQuality = read_json(&ranking_path)?;
-
-    // 9–10. Training variants and evaluation.
-    let mut results: BTreeMap<String, BTreeMap<u64, EvalResult>> = BTreeMap::new();
-    let mut curves: BTreeMap<String, BTreeMap<u64, Curve>> = BTreeMap::new();
-    let base_eval = experts.iter().find(|e| e.name == cfg.base).expect("validated").eval.clone();
-    for &seed in &args.seeds {
-        results.entry(BASE_ROW.into()).or_default().insert(seed, base_eval.clone());
-    }
-    let pref_standard = sft_examples(&paths.world(), "pref.json")?;
-    let mut anchor_gradients = BTreeMap::new();
-    for v in &cfg.variants {
-        let data = paths.data().join("variants").join(&v.name).join("amp.json");
-        if v.kind == VariantKind::Preference && v.loss.anchor_weight != 0.0 {
-            // The anchor's share of the gradient at the base, on the first batch.
-            let out = paths.data().join("anchor").join(format!("{}.json", v.name));
-            let config = MdpoConfig {
-                levels: v.levels,
-                loss: LossConfig { beta: cfg.beta, ..v.loss.clone() },
-                lr: cfg.pref.lr,
-                batch_size: cfg.pref.batch_size,
-                seed: 0,
-                grad_accum: 1,
-                plots: false,
-                ..MdpoConfig::default()
-            };
-            let key = (st.key_of(&format!("dataset {}", v.name)), &config, st.key_of(&format!("expert {}", cfg.base)));
-            st.run(&format!("anchor {}", v.name), &key, std::slice::from_ref(&out), |_| {
-                let opts = mdpo::data::LoadOptions { levels: Some(v.levels), image_root: None, check_images: true };
-                let mut examples = mdpo::data::load_amp_file(&data, &opts)?;
-                examples.truncate(cfg.pref.batch_size);
-                let n = engine::anchor_gradient_norms(&base_dir, &paths.tokenizer(), examples, config.clone(), &paths.root.join("train").join("anchor-work"))?;
-                write_json(&out, &n)
-            })?;
-            anchor_gradients.insert(v.name.clone(), read_json::<(f64, f64, f64)>(&out)?);
-        }
-        for &seed in &args.seeds {
-            let run = paths.train(&v.name, seed);
-            let config = MdpoConfig {
-                levels: v.levels,
-                loss: LossConfig { beta: cfg.beta, ..v.loss.clone() },
-                lr: cfg.pref.lr,
-                warmup_steps: cfg.pref.warmup_steps,
-                batch_size: cfg.pref.batch_size,
-                max_steps: Some(cfg.pref.steps),
-                seed,
-                grad_accum: 1,
-                save_every: 0,
-                keep_checkpoints: 1,
-                resume: true,
-                output_dir: run.clone(),
-                plots: false,
-                ..MdpoConfig::default()
-            };
-            let key = (st.key_of(&format!("dataset {}", v.name)), &config, st.key_of(&format!("expert {}", cfg.base)), v.kind);
-            st.run(&format!("train {} s{seed}", v.name), &key, &[engine::model_dir(&run)], |name| {
-                stage::work_dir(&run, &key)?;
-                match v.kind {
-                    VariantKind::SftControl => {
-                        engine::train_sft_control(name, &base_dir, &paths.tokenizer(), pref_standard.clone(), config.clone())?;
-                    }
-                    VariantKind::Preference => {
-                        let opts = mdpo::data::LoadOptions { levels: Some(v.levels), image_root: None, check_images: true };
-                        let examples = mdpo::data::load_amp_file(&data, &opts)?;
-                        engine::train_preference(name, &base_dir, &paths.tokenizer(), examples, config.clone())?;
-                    }
-                }
-                Ok(())
-            })?;
-            let rows = mdpo::trainer::read_metrics(&run.join("metrics.jsonl"))?;
-            curves
-                .entry(v.name.clone())
-                .or_default()
-                .insert(seed, rows.iter().map(|r| (r.step, r.loss, r.reward_accuracy)).collect());
-            let r = evaluate(&mut st, &paths, &cfg, &judge, &scenes, &format!("{}-s{seed}", v.name), &engine::model_dir(&run))?;
-            results.entry(v.name.clone()).or_default().insert(seed, r);
-        }
-    }
-
-    // Paired-bootstrap intervals against the SFT control (items pooled over seeds).
-    let mut intervals = BTreeMap::new();
-    if let Some(control) = results.get(CONTROL_ROW) {
-        let pooled = |runs: &BTreeMap<u64, EvalResult>, f: fn(&RoundScore) -> (f64, f64)| -> Vec<stats::Count> {
-            let mut acc: Vec<stats::Count> = Vec::new();
-            for r in runs.values() {
-                let c = r.counts(f);
-                if acc.is_empty() {
-                    acc = c;
-                } else {
-                    for (a, b) in acc.iter_mut().zip(c) {
-                        a.hits += b.hits;
-                        a.total += b.total;
-                    }
-                }
-            }
-            acc
-        };
-        let (c_round, c_claim) = (pooled(control, round_counts), pooled(control, claim_counts));
-        for (name, runs) in &results {
-            let r = stats::paired_bootstrap(&pooled(runs, round_counts), &c_round, cfg.bootstrap, 0.95, cfg.world.seed);
-            let c = stats::paired_bootstrap(&pooled(runs, claim_counts), &c_claim, cfg.bootstrap, 0.95, cfg.world.seed);
-            if let (Some(r), Some(c)) = (r, c) {
-                intervals.insert(name.clone(), (r, c));
-            }
-        }
-    }
-
-    // 11. Report.
-    let mut report = DemoReport {
-        run_dir: paths.root.clone(),
-        config: cfg.clone(),
-        seeds: args.seeds.clone(),
-        stages: Vec::new(),
-        experts,
-        hallucination_falls_with_size,
-        tower: tower_report,
-        gates: Some(gate),
-        anchor_gradients,
-        intervals,
-        dataset_stats,
-        ranking,
-        results,
-        curves,
-        report_md: paths.report().join("report.md"),
-        total_wall_s: 0.0,
-        total_compute_s: 0.0,
-    };
-    let t = Instant::now();
-    report.stages = st.timings().to_vec();
-    report.total_wall_s = t0.elapsed().as_secs_f64();
-    report.total_compute_s = report.stages.iter().map(|t| t.previous_s).sum();
-    report::write(&report, &paths.report())?;
-    st.record("report", t.elapsed().as_secs_f64(), false);
-    report.stages = st.timings().to_vec();
-    report.total_wall_s = t0.elapsed().as_secs_f64();
-    report.total_compute_s = report.stages.iter().map(|t| t.previous_s).sum();
-    report::write(&report, &paths.report())?;
-    Ok(report)
-}
-
-/// Keep the generated responses of `pool` (expert names, best first) — or, with an empty pool,
-/// `levels − 1` of them chosen by their *initial* rank as evenly spread over the pool as
-/// possible ([`pick_levels`]) — and renumber the ranks. The check's verdict on each response
-/// depends only on that response and the standard, so this equals checking the subset.
-pub fn subset_rows(rows: &[CheckedRow], levels: usize, pool: &[String]) -> Vec<CheckedRow> {
-    rows.iter()
-        .map(|r| {
-            let n = r.responses.len();
-            let want = pick_levels(n, levels - 1);
-            let mut row = r.clone();
-            if pool.is_empty() {
-                row.responses.retain(|x| want.contains(&(x.initial_rank - 1)));
-            } else {
-                row.responses.retain(|x| pool.contains(&x.source));
-            }
-            let mut by_init: Vec<usize> = row.responses.iter().map(|x| x.initial_rank).collect();
-            by_init.sort_unstable();
-            for (i, x) in row.responses.iter_mut().enumerate() {
-                x.final_rank = i + 1;
-                x.initial_rank = by_init.iter().position(|&k| k == x.initial_rank).expect("present") + 1;
-            }
-            row.changed = row.responses.iter().any(|x| x.final_rank != x.initial_rank);
-            row
-        })
-        .collect()
-}
-
-/// `m` of `n` pool indices, evenly spread, always including the last (weakest); the first too
-/// when `m ≥ 2`.
-pub fn pick_levels(n: usize, m: usize) -> Vec<usize> {
-    if m >= n {
-        return (0..n).collect();
-    }
-    if m == 1 {
-        return vec![n - 1];
-    }
-    let mut v: Vec<usize> = (0..m).map(|i| ((i as f64) * (n - 1) as f64 / (m - 1) as f64).round() as usize).collect();
-    v.dedup();
-    v
 }
 
 #[cfg(test)]
