@@ -69,8 +69,8 @@ fn item_scores(world: &Path, answers: &mrhal_bench::AnswerSet, scenes: &SceneInd
 /// Stage `eval <name>`: evaluate the model saved in `dir` on the benchmark and POPE through
 /// mrhal-bench's harness (answers are written and resumed by the harness; the rule judge rates
 /// MRHal rounds). Reads the world's `eval_gt.json`, `pope/` and images; writes `eval/<name>/`
-/// (answers, judgments, results and `result.json`, which it returns). Keyed by the model's
-/// weights, the decoding and the world.
+/// (answers, judgments, results and `result.json`, which it returns). Keyed by the model
+/// directory's fingerprint ([`fingerprint_dir`]), the decoding and the world.
 pub(super) fn evaluate(st: &mut Stages, paths: &RunPaths, cfg: &DemoConfig, world: &WorldData, name: &str, dir: &Path) -> Result<EvalResult> {
     let (judge, scenes) = (&world.judge, &world.scenes);
     let out = paths.eval(name);

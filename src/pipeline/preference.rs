@@ -41,7 +41,8 @@ pub(super) fn response_pools(run: &mut DemoRun, world: &WorldData, tower: &Tower
 /// Stages `generate meg` / `generate ig` (AMP §3.1, MEG and IG): every model of a pool answers
 /// every preference prompt, batched and memoised, then `amp_data::pipeline::generate` writes
 /// `<run>/data/<source>/generated.jsonl` with the initial ranking (pool order). Keyed by the
-/// world, the decoding and the pool's weights. Returns the rows by source tag (`meg`, `ig`).
+/// world, the decoding and the fingerprints of the pool's model directories. Returns the rows by
+/// source tag (`meg`, `ig`).
 pub(super) fn generate_stage(run: &mut DemoRun, pools: &Pools) -> Result<BTreeMap<String, Vec<GeneratedRow>>> {
     let (cfg, paths, st) = run.parts();
     let pref_records = &pools.prompts;

@@ -21,7 +21,8 @@ pub(super) struct Trained {
     pub anchor_gradients: BTreeMap<String, (f64, f64, f64)>,
 }
 
-/// Stages `anchor <variant>`, `train <variant> s<seed>` and `eval <variant>-s<seed>`:
+/// Stages `anchor <variant>`, `train <variant> s<seed>` and `eval <variant>-s<seed>` (docs/demo.md,
+/// "Controls and variants"):
 /// * per preference variant whose loss has an anchor, the anchor's share of the gradient at the
 ///   base on the first batch (`data/anchor/<variant>.json`);
 /// * per variant and seed, `mdpo`'s trainer from the base: MDPO / DPO on the variant's AMP file
