@@ -174,10 +174,11 @@ fn train_config(spec: &TrainSpec, seed: u64, out: &Path) -> MdpoConfig {
 /// Supervised fine-tuning (mdpo's SFT trainer) of `init` on K = 1 `examples` with `spec`'s
 /// cosine schedule; the trained model is saved to `model_dir(out)`. A vision tower trained from
 /// scratch is trained with the model; a pre-trained one (stage 0, or a saved model's) stays
-/// frozen, as LLaVA's CLIP does.
+/// frozen, as LLaVA's CLIP does, and so does the projector unless `spec.train_projector`.
 pub fn train_sft(stage: &str, init: &Init, tokenizer: &Path, examples: Vec<PreferenceExample>, spec: &TrainSpec, seed: u64, out: &Path) -> Result<TrainSummary> {
     let trainable = match init {
         Init::Scratch { tower: None, .. } => Trainable::All,
+        _ if !spec.train_projector => Trainable::LanguageModel,
         _ => Trainable::AllButVision,
     };
     let (tok, policy) = DemoModel::open(init, tokenizer, trainable)?.into_policy();

@@ -36,8 +36,8 @@ pub(super) fn tower_stage(run: &mut DemoRun, world: &WorldData) -> Result<Tower>
             let ids = |split: amp_world::Split| (0..world.len(split)).map(|i| World::id(split, i)).collect::<Vec<_>>();
             let r = tower::train(&paths.world(), &cfg.world, scenes, &ids(amp_world::Split::Train), &ids(amp_world::Split::Bench), t, 7, &tower_dir)?;
             eprintln!(
-                "[demo] stage-0 tower, held-out per-cell accuracy: occupancy {:.3}, shape {:.3}, colour {:.3}, size {:.3}, all three {:.3}",
-                r.occupancy, r.shape, r.colour, r.size, r.all_attributes
+                "[demo] stage-0 tower, held-out per-cell accuracy: occupancy {:.3}, shape {:.3}, colour {:.3}, size {:.3}, all three {:.3}, own cell {}",
+                r.occupancy, r.shape, r.colour, r.size, r.all_attributes, r.position.map_or("-".to_string(), |p| format!("{p:.3}"))
             );
             Ok(())
         })?;

@@ -244,6 +244,22 @@ pub struct TrainSpec {
     pub batch_size: usize,
     pub lr: f64,
     pub warmup_steps: usize,
+    /// Train the projector along with the language model (when the vision tower is a frozen
+    /// stage-0 tower). `false` keeps the projector at its random initialisation, a fixed random
+    /// map of the tower's features: a projector trained with a language model that starts from
+    /// scratch drops the feature directions the language model does not read yet, and the
+    /// `small` preset's experts then never learned shape (docs/demo.md, "Why the projector is
+    /// frozen"). Absent in older configs: `true`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub train_projector: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Decoding.
@@ -429,12 +445,12 @@ impl DemoConfig {
                 world: WorldConfig { n_train: 48, n_pref: 8, n_bench: 6, n_pope: 4, image_size: 48, canonical: true, ..world },
                 experts: vec![spec("m48", 48, 1, 32, 1, 16), spec("s32", 32, 1, 32, 1, 16), spec("xs16", 16, 1, 32, 1, 16)],
                 base: "m48".into(),
-                sft: TrainSpec { steps: 12, batch_size: 8, lr: 3e-3, warmup_steps: 2 },
+                sft: TrainSpec { steps: 12, batch_size: 8, lr: 3e-3, warmup_steps: 2, train_projector: true },
                 ig_parts: 2,
                 ig_pretrain_fraction: 0.25,
                 ig_finetune_fraction: 1.0,
                 gen: GenSpec { num_beams: 1, max_new_tokens: 24, repetition_penalty: 1.0, batch_size: 32 },
-                pref: TrainSpec { steps: 4, batch_size: 4, lr: 5e-5, warmup_steps: 1 },
+                pref: TrainSpec { steps: 4, batch_size: 4, lr: 5e-5, warmup_steps: 1, train_projector: true },
                 beta: 0.1,
                 variants: {
                     let mut v = grounded_variants(&["m48", "s32", "xs16"]);
@@ -442,8 +458,8 @@ impl DemoConfig {
                     v
                 },
                 tau: 0.85,
-                tower: Some(TowerSpec { hidden: 32, layers: 1, steps: 20, batch_size: 16, lr: 2e-3 }),
-                captions: Some(TrainSpec { steps: 6, batch_size: 8, lr: 3e-3, warmup_steps: 1 }),
+                tower: Some(TowerSpec { hidden: 32, layers: 1, steps: 20, batch_size: 16, lr: 2e-3, position: true }),
+                captions: Some(TrainSpec { steps: 6, batch_size: 8, lr: 3e-3, warmup_steps: 1, train_projector: true }),
                 // Toy models cannot pass; the gates' computation is what the tiny run checks.
                 enforce_gates: false,
                 bootstrap: 200,
@@ -461,17 +477,17 @@ impl DemoConfig {
                     spec("d32", 32, 1, 64, 2, 16),
                 ],
                 base: "d96".into(),
-                sft: TrainSpec { steps: 600, batch_size: 32, lr: 2e-3, warmup_steps: 30 },
+                sft: TrainSpec { steps: 600, batch_size: 32, lr: 2e-3, warmup_steps: 30, train_projector: false },
                 ig_parts: 0,
                 ig_pretrain_fraction: 0.2,
                 ig_finetune_fraction: 0.5,
                 gen: GenSpec { num_beams: 1, max_new_tokens: 80, repetition_penalty: 1.0, batch_size: 64 },
-                pref: TrainSpec { steps: 60, batch_size: 8, lr: 5e-5, warmup_steps: 6 },
+                pref: TrainSpec { steps: 60, batch_size: 8, lr: 5e-5, warmup_steps: 6, train_projector: true },
                 beta: 0.1,
                 variants: grounded_variants(&["d96", "d64", "d48", "d32"]),
                 tau: 0.85,
-                tower: Some(TowerSpec { hidden: 64, layers: 2, steps: 600, batch_size: 64, lr: 2e-3 }),
-                captions: Some(TrainSpec { steps: 400, batch_size: 32, lr: 2e-3, warmup_steps: 20 }),
+                tower: Some(TowerSpec { hidden: 64, layers: 2, steps: 600, batch_size: 64, lr: 2e-3, position: true }),
+                captions: Some(TrainSpec { steps: 400, batch_size: 32, lr: 2e-3, warmup_steps: 20, train_projector: false }),
                 enforce_gates: true,
                 bootstrap: 2000,
             },
@@ -485,12 +501,12 @@ impl DemoConfig {
                     spec("d64", 64, 2, 64, 1, 32),
                 ],
                 base: "d96".into(),
-                sft: TrainSpec { steps: 3000, batch_size: 32, lr: 1e-3, warmup_steps: 100 },
+                sft: TrainSpec { steps: 3000, batch_size: 32, lr: 1e-3, warmup_steps: 100, train_projector: true },
                 ig_parts: 2,
                 ig_pretrain_fraction: 0.2,
                 ig_finetune_fraction: 1.0,
                 gen: GenSpec { num_beams: 1, max_new_tokens: 128, repetition_penalty: 1.0, batch_size: 64 },
-                pref: TrainSpec { steps: 600, batch_size: 8, lr: 5e-5, warmup_steps: 20 },
+                pref: TrainSpec { steps: 600, batch_size: 8, lr: 5e-5, warmup_steps: 20, train_projector: true },
                 beta: 0.1,
                 variants: variants(5, true),
                 tau: 0.85,

@@ -198,8 +198,15 @@ pub fn markdown(r: &DemoReport) -> String {
             s,
             "Trained alone on the per-cell labels of {} train images, then frozen for every expert and every preference run. \
              Held-out per-cell accuracy ({} benchmark images): occupancy {:.3}, shape (with \"empty\") {:.3}, colour {:.3}, size {:.3}; \
-             all three right on {:.3} of the occupied cells.\n",
-            t.train_images, t.held_out_images, t.occupancy, t.shape, t.colour, t.size, t.all_attributes
+             all three right on {:.3} of the occupied cells.{}\n",
+            t.train_images,
+            t.held_out_images,
+            t.occupancy,
+            t.shape,
+            t.colour,
+            t.size,
+            t.all_attributes,
+            t.position.map_or(String::new(), |p| format!(" Each patch token's own cell, read back from its feature: {p:.3}."))
         );
     }
     // Experts.
