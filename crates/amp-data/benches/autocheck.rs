@@ -262,7 +262,12 @@ fn main() {
             (l, gl)
         })
         .collect();
-    let lens = |t: &[String]| checker.local.token_lens(t).expect("MiniLM reports token lengths");
+    let lens = |t: &[String]| {
+        checker
+            .local
+            .token_lens(t)
+            .expect("MiniLM reports token lengths")
+    };
     let (mut real_ps, mut exec_ps) = (0usize, 0usize);
     for (l, g) in &per_sample_calls {
         for v in [l, g] {
@@ -287,6 +292,23 @@ fn main() {
         real_b += ls.iter().sum::<usize>();
         exec_b += executed_bucketed(&ls);
     }
+    // `amp check` (pipeline::check): check_batch on fixed blocks of CHECK_BLOCK samples
+    let block = amp_data::pipeline::CHECK_BLOCK;
+    let (mut real_k, mut exec_k, mut n_k) = (0usize, 0usize, 0usize);
+    for blk in per_sample_calls.chunks(block) {
+        for pick in [0, 1] {
+            let mut v: Vec<String> = blk
+                .iter()
+                .flat_map(|(l, g)| if pick == 0 { l.clone() } else { g.clone() })
+                .collect();
+            v.sort();
+            v.dedup();
+            let ls = lens(&v);
+            real_k += ls.iter().sum::<usize>();
+            exec_k += executed_bucketed(&ls);
+            n_k += v.len();
+        }
+    }
     let gflops = gemm_gflops();
     // the limit: useful (real-token) FLOPs at the measured GEMM rate; attention at the mean length
     let n_ps: usize = per_sample_calls
@@ -299,6 +321,7 @@ fn main() {
         responses as f64 / (flops / (gflops * 1e9))
     };
     let (limit_ps, limit_b) = (limit(real_ps, n_ps), limit(real_b, n_b));
+    let limit_k = limit(real_k, n_k);
     println!(
         "GEMM limit: {gflops:.1} GFLOP/s ({} torch threads, [4096,384]x[384,1536]); MiniLM {:.1} MFLOP/token",
         tch::get_num_threads(),
@@ -315,6 +338,13 @@ fn main() {
         real_b as f64 / responses as f64,
         exec_b as f64 / real_b as f64,
         limit_b
+    );
+
+    println!(
+        "check_batch in blocks of {block} samples (amp check): {real_k} real tokens ({:.0} per response), executed/real {:.2}, limit {:.1} responses/s",
+        real_k as f64 / responses as f64,
+        exec_k as f64 / real_k as f64,
+        limit_k
     );
 
     let t = Instant::now();
@@ -343,5 +373,21 @@ fn main() {
         100.0 * responses as f64 / dt / limit_ps,
         100.0 * responses as f64 / dt / limit_b,
         100.0 * responses as f64 / dt / limit_b_now
+    );
+
+    // `amp check`'s path: fixed blocks of CHECK_BLOCK samples
+    let gflops_now = gemm_gflops();
+    let limit_k_now = limit_k * gflops_now / gflops;
+    let t = Instant::now();
+    for blk in samples.chunks(block) {
+        checker.check_batch(blk).unwrap();
+    }
+    let dt = t.elapsed().as_secs_f64();
+    println!(
+        "full auto-check, check_batch in blocks of {block} (amp check): {:.1} generated responses/s ({:.3} s for {responses}) = {:.0}% of its limit (GEMM re-measured just before: {gflops_now:.1} GFLOP/s, limit {limit_k_now:.1} responses/s: {:.0}%)",
+        responses as f64 / dt,
+        dt,
+        100.0 * responses as f64 / dt / limit_k,
+        100.0 * responses as f64 / dt / limit_k_now
     );
 }

@@ -10,7 +10,10 @@
 //!
 //! 1. **Head.** Every token whose tag starts with `NN` (NN, NNS, NNP, NNPS, NNP-PERS, ...) and whose
 //!    lower-cased form is not on the stop-list is a head. Adjacent nouns form one compound
-//!    ("stainless steel refrigerator", "clock tower").
+//!    ("stainless steel refrigerator", "clock tower"). The first noun of an idiom such as "side
+//!    by side" or "hand in hand" heads no chunk (spaCy makes a chunk of the second only). A
+//!    sentence's capitalised first word takes its lower-case form's tag when that is not a noun
+//!    ("Red, yellow and green peppers": textblob's lexicon has "Red" as a proper noun).
 //! 2. **Pre-modifiers** (leftwards from the compound): adjectives (JJ, JJR, JJS), numbers (CD),
 //!    determiners (DT, and PDT before them), possessives (PRP$, WP$, and a genitive `N ' s`
 //!    whose own NP is included), adverbs directly before an adjective/number/participle
@@ -34,6 +37,46 @@
 //! Each chunk keeps the sentence it came from: the auto-check's "global representation".
 use crate::tagger::{detokenize, BrillTagger, TaggedSentence};
 use std::collections::HashSet;
+
+/// The noun chunker's version: `chunker-` and 16 hex digits of a hash (FNV-1a, computed at compile
+/// time) of the source of the tokenizer and tagger ([`crate::tagger`]), the caption tag rules
+/// ([`crate::np_tags`]) and the chunk grammar (this module). It changes whenever any of them
+/// changes (a comment edit included: it only invalidates caches), so a cache of chunks or of
+/// auto-check results can key on it. The tagger's data files are not included: they are textblob's
+/// `en-*.txt`, pinned by `scripts/setup.sh` (see [`crate::tagger::RESOURCE_FILES`]).
+pub const CHUNKER_VERSION: &str = match std::str::from_utf8(&VERSION_BYTES) {
+    Ok(s) => s,
+    Err(_) => panic!("the version is ASCII"),
+};
+
+const fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < bytes.len() {
+        h ^= bytes[i] as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    h
+}
+
+const SOURCE_HASH: u64 = fnv1a(
+    fnv1a(
+        fnv1a(0xcbf2_9ce4_8422_2325, include_bytes!("tagger.rs")),
+        include_bytes!("np_tags.rs"),
+    ),
+    include_bytes!("chunker.rs"),
+);
+
+const VERSION_BYTES: [u8; 24] = {
+    let mut out = *b"chunker-0000000000000000";
+    let hex = b"0123456789abcdef";
+    let mut i = 0;
+    while i < 16 {
+        out[8 + i] = hex[((SOURCE_HASH >> (60 - 4 * i)) & 0xf) as usize];
+        i += 1;
+    }
+    out
+};
 
 /// "Unnecessary nouns" the paper drops (§3.1.3, A.1).
 pub const UNNECESSARY_NOUNS: &[&str] = &[
@@ -234,6 +277,18 @@ impl Sent<'_> {
         Some(k)
     }
 
+    /// The first noun of "side by side", "hand in hand" (a bare noun repeated after a
+    /// preposition): an adverbial idiom whose first noun heads no chunk (as in spaCy, where only
+    /// the preposition's object is a noun chunk).
+    fn idiom_head(&self, i: usize) -> bool {
+        i + 2 < self.n()
+            && (i == 0 || !is_noun(self.t(i - 1)))
+            && self.tok[i + 2].eq_ignore_ascii_case(&self.tok[i])
+            && is_noun(self.t(i + 2))
+            && crate::np_tags::is_preposition(self.tok, self.tag, i + 1)
+            && !is_noun(self.t(i + 3))
+    }
+
     /// Attaches prepositional phrases after `e` (rule 3).
     fn extend_pps(&self, mut e: usize) -> usize {
         while e < self.n()
@@ -272,6 +327,24 @@ impl Chunker {
         &self.tagger
     }
 
+    /// A sentence's first word is capitalised whatever it is; the lexicon's entry for the
+    /// capitalised form (textblob's tagger looks it up first) is often a proper noun ("Red",
+    /// "Green"). Where the lower-case form has a tag of its own that is not a noun, it is used:
+    /// "Red, yellow and green peppers" starts with an adjective.
+    fn untitle_first(&self, tokens: &[String], tags: &mut [String]) {
+        let (Some(first), Some(tag)) = (tokens.first(), tags.first_mut()) else {
+            return;
+        };
+        if !tag.starts_with("NNP") {
+            return;
+        }
+        if let Some(t) = self.tagger.lexicon().get(&first.to_lowercase()) {
+            if !t.is_empty() && !t.starts_with("NN") {
+                *tag = t.clone();
+            }
+        }
+    }
+
     /// Maximal noun chunks of one tagged sentence, as token spans.
     pub fn chunk_spans(&self, s: &TaggedSentence) -> Vec<(usize, usize)> {
         let sent = Sent {
@@ -282,7 +355,7 @@ impl Chunker {
         let mut spans: Vec<(usize, usize)> = Vec::new();
         let mut i = 0;
         while i < n {
-            if !is_noun(sent.t(i)) || s.tokens[i] == "'" {
+            if !is_noun(sent.t(i)) || s.tokens[i] == "'" || sent.idiom_head(i) {
                 i += 1;
                 continue;
             }
@@ -321,6 +394,7 @@ impl Chunker {
         let mut out = ChunkedText::default();
         for tokens in crate::tagger::tokenize(text) {
             let mut tags = self.tagger.tag_lexical(&tokens);
+            self.untitle_first(&tokens, &mut tags);
             crate::np_tags::retag(&tokens, &mut tags);
             let s = TaggedSentence { tokens, tags };
             let spans = self.chunk_spans(&s);
@@ -336,5 +410,31 @@ impl Chunker {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_is_a_hash_of_the_chunker_source() {
+        assert_eq!(CHUNKER_VERSION.len(), 24);
+        assert!(CHUNKER_VERSION.starts_with("chunker-"));
+        let h = SOURCE_HASH;
+        assert_eq!(CHUNKER_VERSION, format!("chunker-{h:016x}"));
+        // the hash reads the files: one byte more gives another version
+        let mut src = include_bytes!("chunker.rs").to_vec();
+        src.push(b'\n');
+        let other = fnv1a(
+            fnv1a(
+                fnv1a(0xcbf2_9ce4_8422_2325, include_bytes!("tagger.rs")),
+                include_bytes!("np_tags.rs"),
+            ),
+            &src,
+        );
+        assert_ne!(other, h);
+        // FNV-1a 64 of "a" (the published test vector)
+        assert_eq!(fnv1a(0xcbf2_9ce4_8422_2325, b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }

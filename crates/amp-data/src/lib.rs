@@ -51,7 +51,7 @@ pub mod pipeline;
 pub mod tagger;
 
 pub use autocheck::{AutoCheckConfig, AutoChecker, SentenceEmbedder};
-pub use chunker::{Chunker, NounChunk};
+pub use chunker::{Chunker, NounChunk, CHUNKER_VERSION};
 pub use data::{load_llava, InstructionRecord};
 pub use error::{AmpDataError, BoxError, Result};
 pub use generate::{Expert, FineTuner, GenParams, Generator, OpenAiGenerator};

@@ -15,22 +15,42 @@
 //! 3. **Progressive**: an `-ing` word tagged NN after a form of *be* is VBG: "are drinking".
 //! 4. **A preposition's adjective object** before punctuation is a noun: "In total,".
 //! 5. **Noun between a noun and a preposition/punctuation**, tagged JJ, is a noun: "a fruit tart
-//!    with kiwis".
+//!    with kiwis"; not before *of* ("a bus full of passengers").
 //! 6. **The main verb hidden in a noun compound**: in a sentence without a finite verb, the last
 //!    word of a noun compound is the verb when it agrees with the subject and what follows cannot
 //!    continue a noun phrase's compound: a plural subject and a base form ("Green trees line the
-//!    road", "Three cups of coffee sit on a tray"), or a singular subject and an `-s` form
-//!    followed by a determiner, pronoun, adverb, conjunction or the end ("The dog jumps and ...").
-//!    A singular subject's `-s` word before a preposition stays a noun ("police officers on
-//!    horses"): the two readings are genuinely ambiguous there. Clauses are split at
-//!    subordinators and *wh*-adverbs; a finite verb right after a relative pronoun does not count.
-//! 7. A singular noun + a base verb is a compound: "the bus stop", "a glass stand".
+//!    road", "Three cups of coffee sit on a tray", "The children laugh as ..."), or a singular
+//!    subject and an `-s` form followed by a determiner, pronoun, adverb, conjunction or the end
+//!    of the clause ("The dog jumps and ..."), or an `-s` form right after a regular plural
+//!    ("A bus full of passengers drives past", "A boy in rain boots jumps"). A singular noun's
+//!    `-s` word before a preposition stays a noun and ends the search ("A sailboat drifts on"
+//!    against "police officers on horses": the two readings are genuinely ambiguous, and the
+//!    subject is then unknown). A later compound at the very end of the sentence is an object,
+//!    not a verb ("Two boys playing soccer on a dirt field."). Clauses are split at subordinators
+//!    and *wh*-adverbs; a finite verb right after a relative pronoun does not count.
+//! 7. A singular noun + a base verb is a compound: "the bus stop", "a glass stand"; never an
+//!    auxiliary ("a woman are", [`AUX`]).
 //! 8. An `-ing` word tagged NN after a noun or preposition and before a determiner or pronoun is
 //!    VBG: "a bench reading a newspaper", "before drinking it".
-//! 9. An `-s` verb after VBG, or after an adjective that follows a verb/determiner, is a plural
-//!    noun: "eating leaves", "makes funny faces".
-//! 10. A determiner + adjective before punctuation is a noun: "at the fair.".
+//! 9. An `-s` verb after VBG, or after an adjective that follows a verb (not a participle),
+//!    determiner, preposition or number, is a plural noun: "eating leaves", "makes funny faces";
+//!    not "a house painted yellow sits", nor an auxiliary ("the other is").
+//! 10. A determiner + adjective or adverb before punctuation is a noun: "at the fair.", "on its
+//!     back.".
 //! 11. "left" after a determiner, noun or adjective is the side: "in the middle left".
+//! 12. A determiner + adverb before a noun is a modifier: "the back seat".
+//! 13. A spatial word ([`SPATIAL`]) before a determiner, possessive or number is a preposition:
+//!     "walks her dog past a shop", "riding bicycles down the lane".
+//! 14. A past tense right before a noun, after a determiner, conjunction, preposition or comma,
+//!     is a participle modifier: "berries and whipped cream".
+//! 15. An `-s` word right after a relative pronoun that follows a noun is the relative clause's
+//!     verb: "the dog that lives next door".
+//! 16. An `-s` word between an `-ly` adverb and a determiner is a verb: "parked illegally blocks
+//!     the driveway".
+//! 17. "light", "dark", "pale" before an adjective modify it: "painted light blue".
+//! 18. An `-s` word after a singular noun and before *and* + a verb is a verb: "The dog jumps and
+//!     catches the frisbee".
+//! 19. "next door" is an adverb (spaCy makes no noun chunk of it).
 
 /// Subordinating words Penn tags IN that never start a prepositional phrase.
 pub const SUBORDINATORS: &[&str] = &[
@@ -40,6 +60,20 @@ pub const SUBORDINATORS: &[&str] = &[
 
 const BE: &[&str] = &[
     "is", "are", "was", "were", "be", "been", "being", "am", "'s", "'re", "'m",
+];
+
+/// Auxiliaries and copulas: never retagged as nouns by the rules below ("a woman are" is not a
+/// compound, "the other is" not a plural noun).
+const AUX: &[&str] = &[
+    "is", "are", "was", "were", "be", "been", "am", "has", "have", "had", "does", "do", "did",
+    "can", "could", "will", "would", "may", "might", "must", "shall", "should",
+];
+
+/// Spatial words that are prepositions before a determiner, possessive or number ("walks her dog
+/// past a shop", "riding bicycles down the lane"), whatever their lexicon tag.
+const SPATIAL: &[&str] = &[
+    "up", "down", "past", "across", "along", "over", "around", "through", "behind", "inside",
+    "outside", "near", "off",
 ];
 
 /// Plural nouns Penn tags NN or that do not end in `-s`.
@@ -68,7 +102,7 @@ fn third_singular(tok: &str) -> bool {
     tok.len() > 2 && tok.ends_with('s') && !tok.ends_with("ss") && !tok.ends_with("us")
 }
 
-/// Applies rules 1–6 of the module docs to one sentence's tags, in place.
+/// Applies the rules of the module docs to one sentence's tags, in place (rule 6 last).
 pub fn retag(tokens: &[String], tags: &mut [String]) {
     let n = tags.len();
     let lower: Vec<String> = tokens.iter().map(|t| t.to_lowercase()).collect();
@@ -129,6 +163,7 @@ pub fn retag(tokens: &[String], tags: &mut [String]) {
         if i >= 2
             && tags[i] == "JJ"
             && is_noun(&tags[i - 1])
+            && lower.get(i + 1).is_none_or(|w| w != "of")
             && matches!(tags[i - 2].as_str(), "DT" | "NN" | "JJ" | "PRP$")
             && (i + 1 == n
                 || matches!(
@@ -143,6 +178,7 @@ pub fn retag(tokens: &[String], tags: &mut [String]) {
         if i > 0
             && matches!(tags[i].as_str(), "VB" | "VBP")
             && tags[i - 1] == "NN"
+            && !AUX.contains(&lower[i].as_str())
             && !PLURAL_WORDS.contains(&lower[i - 1].as_str())
             && i >= 2
             && matches!(tags[i - 2].as_str(), "DT" | "JJ" | "PRP$" | "NN" | "CD")
@@ -162,12 +198,14 @@ pub fn retag(tokens: &[String], tags: &mut [String]) {
         }
         // 9. verb + -s verb, or adjective after a verb/determiner + -s verb -> plural noun
         //    ("eating leaves", "makes funny faces")
-        if i > 0 && tags[i] == "VBZ" {
+        if i > 0 && tags[i] == "VBZ" && !AUX.contains(&lower[i].as_str()) {
             let p = tags[i - 1].as_str();
             let pp = if i >= 2 { tags[i - 2].as_str() } else { "" };
+            // not after a participle's complement: "a house painted yellow sits"
             if p == "VBG"
                 || (p == "JJ"
-                    && (pp.starts_with("VB") || matches!(pp, "DT" | "PRP$" | "IN" | "CD")))
+                    && ((pp.starts_with("VB") && pp != "VBN")
+                        || matches!(pp, "DT" | "PRP$" | "IN" | "CD")))
             {
                 tags[i] = "NNS".into();
             }
@@ -185,11 +223,83 @@ pub fn retag(tokens: &[String], tags: &mut [String]) {
         }
         // 10. determiner + adjective before punctuation/end -> noun ("at the fair.")
         if i > 0
-            && tags[i] == "JJ"
+            && matches!(tags[i].as_str(), "JJ" | "RB")
             && matches!(tags[i - 1].as_str(), "DT" | "PRP$")
             && (i + 1 == n || matches!(tags[i + 1].as_str(), "," | "." | ":"))
         {
             tags[i] = "NN".into();
+        }
+        // 12. determiner + adverb + noun: the adverb is a modifier ("the back seat")
+        if i > 0
+            && tags[i] == "RB"
+            && matches!(tags[i - 1].as_str(), "DT" | "PRP$")
+            && tags.get(i + 1).is_some_and(|t| is_noun(t))
+        {
+            tags[i] = "JJ".into();
+        }
+        // 13. a spatial word before a determiner, possessive or number is a preposition
+        if SPATIAL.contains(&lower[i].as_str())
+            && matches!(tags[i].as_str(), "RB" | "RP" | "JJ")
+            && tags
+                .get(i + 1)
+                .is_some_and(|t| matches!(t.as_str(), "DT" | "PRP$" | "CD"))
+        {
+            tags[i] = "IN".into();
+        }
+        // 14. a past tense directly before a noun, after a determiner, conjunction, preposition
+        //     or comma, is a participle modifier ("berries and whipped cream")
+        if tags[i] == "VBD"
+            && tags.get(i + 1).is_some_and(|t| is_noun(t))
+            && (i == 0 || matches!(tags[i - 1].as_str(), "DT" | "PRP$" | "CC" | "IN" | ","))
+        {
+            tags[i] = "VBN".into();
+        }
+        // 15. right after a relative pronoun that follows a noun, an -s word is the relative
+        //     clause's verb ("the dog that lives next door")
+        if i >= 2
+            && tags[i] == "NNS"
+            && third_singular(&lower[i])
+            && (matches!(tags[i - 1].as_str(), "WDT" | "WP") || lower[i - 1] == "that")
+            && is_noun(&tags[i - 2])
+        {
+            tags[i] = "VBZ".into();
+        }
+        // 16. an -s word between an -ly adverb and a determiner is a verb ("illegally blocks the")
+        if i > 0
+            && tags[i] == "NNS"
+            && third_singular(&lower[i])
+            && tags[i - 1] == "RB"
+            && lower[i - 1].ends_with("ly")
+            && tags
+                .get(i + 1)
+                .is_some_and(|t| matches!(t.as_str(), "DT" | "PRP$"))
+        {
+            tags[i] = "VBZ".into();
+        }
+        // 17. "light", "dark" or "pale" before an adjective modify it ("painted light blue")
+        if matches!(lower[i].as_str(), "light" | "dark" | "pale")
+            && is_noun(&tags[i])
+            && tags.get(i + 1).is_some_and(|t| t == "JJ")
+            && !tags.get(i + 2).is_some_and(|t| is_noun(t))
+        {
+            tags[i] = "JJ".into();
+        }
+        // 18. an -s word after a singular noun, coordinated with a verb, is a verb too ("The dog
+        //     jumps and catches the frisbee")
+        if i > 0
+            && tags[i] == "NNS"
+            && third_singular(&lower[i])
+            && tags[i - 1] == "NN"
+            && !plural(&tokens[i - 1], &tags[i - 1])
+            && tags.get(i + 1).is_some_and(|t| t == "CC")
+            && tags.get(i + 2).is_some_and(|t| t == "VBZ")
+        {
+            tags[i] = "VBZ".into();
+        }
+        // 19. "next door" is an adverb ("the dog that lives next door")
+        if lower[i] == "door" && i > 0 && lower[i - 1] == "next" {
+            tags[i - 1] = "RB".into();
+            tags[i] = "RB".into();
         }
     }
     // 6. the main verb inside a noun compound, per clause
@@ -231,6 +341,9 @@ fn clause_verb(
     let mut i = a;
     while i < n {
         if !is_noun(&tags[i]) {
+            // a participle or a comma after the subject opens a modifier: its nouns are not
+            // where the main verb hides ("Two boys playing soccer on a dirt field")
+
             i += 1;
             continue;
         }
@@ -246,6 +359,7 @@ fn clause_verb(
             if third_singular(&lower[k])
                 && tags[k] == "NNS"
                 && tags[k - 1] == "NN"
+                && !(subject.is_some() && third_singular(&lower[k + 1]) && tags[k + 1] == "NNS")
                 && !plural(&tokens[subj], &tags[subj])
             {
                 tags[k] = "VBZ".into();
@@ -255,9 +369,19 @@ fn clause_verb(
         if b - a >= 2 {
             let w = b - 1;
             let subj = if subject.is_some() { head } else { w - 1 };
-            let next = tags.get(b).map(String::as_str).unwrap_or("");
+            // the end of the clause (a subordinator follows) counts as the end
+            let next = if b == n {
+                ""
+            } else {
+                tags.get(b).map(String::as_str).unwrap_or("")
+            };
             let plural_subject = plural(&tokens[subj], &tags[subj]);
-            let verb = if plural_subject {
+            // a later compound at the very end is an object, not a verb: "Two boys playing
+            // soccer on a dirt field."
+            let at_end = matches!(next, "." | "");
+            let verb = if subject.is_some() && at_end {
+                false
+            } else if plural_subject {
                 tags[w] == "NN"
                     && !third_singular(&lower[w])
                     && (matches!(
@@ -266,11 +390,25 @@ fn clause_verb(
                     ) || is_preposition(tokens, tags, b))
             } else {
                 third_singular(&lower[w])
-                    && matches!(next, "DT" | "PRP$" | "RB" | "RP" | "PRP" | "." | "" | "CC")
+                    && (matches!(next, "DT" | "PRP$" | "RB" | "RP" | "PRP" | "." | "" | "CC")
+                        // after a regular plural the -s word cannot be the compound's head:
+                        // "A bus full of passengers drives past"
+                        || (subject.is_some()
+                            && tags[w - 1] == "NNS"
+                            && third_singular(&lower[w - 1])))
             };
             if verb {
                 tags[w] = if plural_subject { "VBP" } else { "VBZ" }.into();
                 return true;
+            }
+            // a singular noun + an -s word before a preposition: the verb reading is as likely
+            // as the plural compound's, and the subject is unknown; leave the clause alone
+            if subject.is_none()
+                && third_singular(&lower[w])
+                && tags[w] == "NNS"
+                && !plural(&tokens[w - 1], &tags[w - 1])
+            {
+                return false;
             }
         }
         if subject.is_none() {
@@ -348,6 +486,63 @@ mod tests {
                 "DT NN WP VBZ VBG DT NN NNS PRP$ NN"
             ),
             "DT NN WP VBZ VBG DT NN VBZ PRP$ NN"
+        );
+        // auxiliaries stay verbs
+        assert_eq!(run("a woman are", "DT NN VBP"), "DT NN VBP");
+        assert_eq!(
+            run("the other is sitting", "DT JJ VBZ VBG"),
+            "DT JJ VBZ VBG"
+        );
+        assert_eq!(
+            run("a house painted yellow sits on", "DT NN VBN JJ VBZ IN"),
+            "DT NN VBN JJ VBZ IN"
+        );
+        assert_eq!(run("a bus full of", "DT NN JJ IN"), "DT NN JJ IN");
+        assert_eq!(run("on its back .", "IN PRP$ RB ."), "IN PRP$ NN .");
+        assert_eq!(run("the back seat", "DT RB NN"), "DT JJ NN");
+        assert_eq!(
+            run("her dog past a shop", "PRP$ NN JJ DT NN"),
+            "PRP$ NN IN DT NN"
+        );
+        assert_eq!(run("and whipped cream", "CC VBD NN"), "CC VBN NN");
+        assert_eq!(
+            run("the dog that lives here", "DT NN IN NNS RB"),
+            "DT NN IN VBZ RB"
+        );
+        assert_eq!(
+            run("parked illegally blocks the", "VBN RB NNS DT"),
+            "VBN RB VBZ DT"
+        );
+        assert_eq!(run("painted light blue", "VBN NN JJ"), "VBN JJ JJ");
+        assert_eq!(
+            run("The dog jumps and catches", "DT NN NNS CC VBZ"),
+            "DT NN VBZ CC VBZ"
+        );
+        assert_eq!(run("lives next door", "VBZ JJ NN"), "VBZ RB RB");
+        // rule 6: after a regular plural, the -s word is the verb
+        assert_eq!(
+            run(
+                "A bus full of passengers drives past",
+                "DT NN JJ IN NNS NNS IN"
+            ),
+            "DT NN JJ IN NNS VBZ IN"
+        );
+        assert_eq!(
+            run("A boy in rain boots jumps in", "DT NN IN NN NNS NNS IN"),
+            "DT NN IN NN NNS VBZ IN"
+        );
+        // ... a compound at the end of a verbless caption is an object
+        assert_eq!(
+            run(
+                "Two boys playing soccer on a dirt field .",
+                "CD NNS VBG NN IN DT NN NN ."
+            ),
+            "CD NNS VBG NN IN DT NN NN ."
+        );
+        // ... the end of a clause ends the compound
+        assert_eq!(
+            run("The children laugh as the", "DT NNS NN IN DT"),
+            "DT NNS VBP IN DT"
         );
     }
 }

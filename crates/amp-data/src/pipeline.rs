@@ -21,7 +21,9 @@
 //!   the check ([`crate::explain`]; `amp check --explain ID` prints one);
 //! * `stats.json` — dataset statistics (rankings changed by the check, ties, responses without
 //!   chunks, mean Acc per source).
-use crate::autocheck::{AutoChecker, ResponseCheck, ResponseMatches, SentenceEmbedder};
+use crate::autocheck::{
+    AutoChecker, ResponseCheck, ResponseMatches, SampleCheck, SentenceEmbedder,
+};
 use crate::data::{gpt_turns, InstructionRecord};
 use crate::error::{AmpDataError, Result};
 use crate::generate::Expert;
@@ -405,24 +407,42 @@ where
         .collect())
 }
 
-/// Checks one generated row (or keeps its initial ranking when `checker` is `None`).
+/// Rows per auto-check block: [`check`] runs [`AutoChecker::check_batch`] on consecutive blocks of
+/// this many rows of the shard (by input position), so each block's texts are de-duplicated and
+/// embedded in length buckets together. A kill loses at most the block in flight.
+pub const CHECK_BLOCK: usize = 64;
+
+/// Checks one generated row on its own (or keeps its initial ranking when `checker` is `None`).
+/// [`check`] checks rows in blocks instead; the result is the same up to the experts' float
+/// rounding.
 pub fn check_row<L: SentenceEmbedder, G: SentenceEmbedder>(
     row: &GeneratedRow,
     checker: Option<&AutoChecker<L, G>>,
 ) -> Result<CheckedRow> {
-    let n = row.candidates.len();
     let sc = match checker {
         Some(c) => {
-            let std = gpt_turns(&row.standard);
-            let gens: Vec<Vec<String>> = row
-                .candidates
-                .iter()
-                .map(|c| gpt_turns(&c.conversation))
-                .collect();
+            let (std, gens) = sample_turns(row);
             Some(c.check(&std, &gens)?)
         }
         None => None,
     };
+    Ok(checked_row(row, sc, checker.is_some()))
+}
+
+/// The standard's and every candidate's gpt turns.
+fn sample_turns(row: &GeneratedRow) -> (Vec<String>, Vec<Vec<String>>) {
+    let std = gpt_turns(&row.standard);
+    let gens = row
+        .candidates
+        .iter()
+        .map(|c| gpt_turns(&c.conversation))
+        .collect();
+    (std, gens)
+}
+
+/// A row's final ranking from its check (`None`: initial ranking kept).
+fn checked_row(row: &GeneratedRow, sc: Option<SampleCheck>, ran: bool) -> CheckedRow {
+    let n = row.candidates.len();
     let (order, standard_chunks, changed, ties) = match &sc {
         Some(sc) => (sc.order.clone(), sc.standard_chunks, sc.changed, sc.ties),
         None => ((0..n).collect(), 0, false, 0),
@@ -452,7 +472,7 @@ pub fn check_row<L: SentenceEmbedder, G: SentenceEmbedder>(
         Some(sc) => (sc.standard_chunk_texts, sc.standard_sentence_texts),
         None => (Vec::new(), Vec::new()),
     };
-    Ok(CheckedRow {
+    CheckedRow {
         id: row.id.clone(),
         index: row.index,
         image: row.image.clone(),
@@ -460,15 +480,25 @@ pub fn check_row<L: SentenceEmbedder, G: SentenceEmbedder>(
         standard_chunks,
         standard_chunk_texts: std_texts,
         standard_sentence_texts: std_sentences,
-        checked: checker.is_some() && standard_chunks > 0,
+        checked: ran && standard_chunks > 0,
         changed,
         ties,
         responses,
-    })
+    }
 }
 
 /// Stage 2: auto-check every generated row of the shard (`checker = None`: keep the initial
 /// ranking, the paper's "Initial" ablation).
+///
+/// The shard's rows, in input order (`index`), are cut into fixed blocks of [`CHECK_BLOCK`] rows;
+/// each block is checked by one [`AutoChecker::check_batch`] (texts de-duplicated across the
+/// block, embedded in length buckets; chunking spread over `jobs` threads) and its rows written in
+/// input order. A block whose rows are all in `out` already is skipped; a partly written block
+/// (a kill mid-write) is checked again whole, so its remaining rows get exactly the values an
+/// uninterrupted run gives them (the embeddings of a text depend on its block through the
+/// encoder's float rounding), and `out` ends up byte-identical to an uninterrupted run's.
+/// Different shard counts form different blocks: their merged output equals the unsharded one up
+/// to that rounding (exactly, for an embedder that is independent of its batch).
 pub fn check<L: SentenceEmbedder, G: SentenceEmbedder>(
     rows: &[GeneratedRow],
     checker: Option<&AutoChecker<L, G>>,
@@ -476,15 +506,52 @@ pub fn check<L: SentenceEmbedder, G: SentenceEmbedder>(
     shard: Shard,
     jobs: usize,
 ) -> Result<RunSummary> {
-    run_resumable(
-        rows,
-        |r| r.id.as_str(),
-        out,
-        shard,
-        jobs,
-        "auto-check",
-        |r| check_row(r, checker),
-    )
+    let Some(checker) = checker else {
+        return run_resumable(
+            rows,
+            |r| r.id.as_str(),
+            out,
+            shard,
+            jobs,
+            "auto-check",
+            |r| check_row::<L, G>(r, None),
+        );
+    };
+    let (writer, done_rows) = RowWriter::open::<CheckedRow>(out)?;
+    let done: HashSet<String> = done_rows.iter().map(|r| r.id.clone()).collect();
+    let mut mine: Vec<&GeneratedRow> = rows.iter().filter(|r| shard.owns(&r.id)).collect();
+    mine.sort_by(|a, b| (a.index, &a.id).cmp(&(b.index, &b.id)));
+    let todo = mine.iter().filter(|r| !done.contains(&r.id)).count();
+    let summary = RunSummary {
+        in_shard: mine.len(),
+        skipped: mine.len() - todo,
+        processed: todo,
+    };
+    let pb = progress(todo, "auto-check");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .build()
+        .map_err(|e| AmpDataError::Config(format!("thread pool: {e}")))?;
+    let res = mine
+        .chunks(CHECK_BLOCK)
+        .try_for_each(|block| -> Result<()> {
+            if block.iter().all(|r| done.contains(&r.id)) {
+                return Ok(());
+            }
+            let samples: Vec<(Vec<String>, Vec<Vec<String>>)> =
+                block.iter().map(|r| sample_turns(r)).collect();
+            let checks = pool.install(|| checker.check_batch(&samples))?;
+            for (row, sc) in block.iter().zip(checks) {
+                if done.contains(&row.id) {
+                    continue;
+                }
+                writer.write(&checked_row(row, Some(sc), true))?;
+                pb.inc(1);
+            }
+            Ok(())
+        });
+    pb.finish_and_clear();
+    res.map(|_| summary)
 }
 
 /// Dataset statistics of a finalized run.

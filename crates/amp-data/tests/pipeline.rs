@@ -285,6 +285,56 @@ fn interrupted_run_resumes_to_the_same_output() {
     }
 }
 
+/// `check` runs `check_batch` on fixed blocks of rows: a kill in the middle of the second block
+/// (a torn last line too), then a rerun, gives the uninterrupted run's bytes, even with an
+/// embedder whose vectors depend on the call's batch (the rerun checks the torn block whole).
+#[test]
+fn a_check_killed_mid_block_resumes_to_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 2 * pipeline::CHECK_BLOCK + 12;
+    let input = write_llava(&dir.path().join("data"), n);
+    let recs = load_llava(&input, None).unwrap();
+    let gen = dir.path().join("gen.jsonl");
+    pipeline::generate(&recs, &experts(), &gen, Shard::ALL, 2).unwrap();
+    let rows: Vec<GeneratedRow> = pipeline::load_rows(&gen).unwrap();
+    let chunker = Chunker::new(BrillTagger::from_installed(TaggerMode::Brill).unwrap());
+    let c = AutoChecker::new(
+        chunker,
+        BatchSensitive,
+        BatchSensitive,
+        AutoCheckConfig::default(),
+    );
+    let want_path = dir.path().join("want.jsonl");
+    let s = pipeline::check(&rows, Some(&c), &want_path, Shard::ALL, 2).unwrap();
+    assert_eq!((s.skipped, s.processed), (0, n));
+    let want = read(&want_path);
+    // rows are written in input order, block by block
+    let ids: Vec<String> = want
+        .lines()
+        .map(|l| serde_json::from_str::<CheckedRow>(l).unwrap().id)
+        .collect();
+    assert_eq!(ids, (0..n).map(|i| format!("rec-{i}")).collect::<Vec<_>>());
+
+    let cut = pipeline::CHECK_BLOCK + 7;
+    let mut partial: String = want.lines().take(cut).map(|l| format!("{l}\n")).collect();
+    partial.push_str(&want.lines().nth(cut).unwrap()[..30]);
+    let path = dir.path().join("checked.jsonl");
+    std::fs::write(&path, partial).unwrap();
+    let s = pipeline::check(&rows, Some(&c), &path, Shard::ALL, 2).unwrap();
+    assert_eq!((s.skipped, s.processed), (cut, n - cut));
+    assert!(
+        read(&path) == want,
+        "resumed check differs from the uninterrupted one"
+    );
+
+    // the embedder does make the batching visible: checking the remaining rows as a batch of
+    // their own gives other bytes (what a resume that skipped the done rows of the block would do)
+    let alone = dir.path().join("alone.jsonl");
+    pipeline::check(&rows[cut..], Some(&c), &alone, Shard::ALL, 2).unwrap();
+    let tail: String = want.lines().skip(cut).map(|l| format!("{l}\n")).collect();
+    assert_ne!(read(&alone), tail);
+}
+
 #[test]
 fn sharded_run_merges_to_the_unsharded_output_and_loads_in_mdpo() {
     let dir = tempfile::tempdir().unwrap();

@@ -227,10 +227,13 @@ fn chunker_matches_spacy_longest_noun_chunks() {
     }
     let (tune, held) = (f1["captions"], f1["heldout"]);
     // the captions with the world text form the tuning corpus
-    assert!(tune >= FLOOR, "caption F1 {tune:.3} < {FLOOR}");
     assert!(
-        f1["world"] >= FLOOR,
-        "world F1 {:.3} < {FLOOR}",
+        tune >= CAPTION_FLOOR,
+        "caption F1 {tune:.3} < {CAPTION_FLOOR}"
+    );
+    assert!(
+        f1["world"] >= WORLD_FLOOR,
+        "world F1 {:.3} < {WORLD_FLOOR}",
         f1["world"]
     );
     assert!(
@@ -239,12 +242,23 @@ fn chunker_matches_spacy_longest_noun_chunks() {
     );
 }
 
-/// Required exact-match F1 against spaCy's longest noun chunks. Textblob's Brill tagger + the old
-/// chunker (clausal modifiers attached) scored captions 0.763, held-out 0.820, world 0.903; the
-/// lexical tags + `np_tags` rules + PP-only chunks score 0.914 / 0.921 / 0.906. The goal of 0.95
-/// is not reached: about 30 of the 338 tuning captions are ones where spaCy's small model itself
-/// misreads a verb as a noun ("A sailboat drifts on the calm sea" as one chunk), which a rule
-/// chunker that reads the verb correctly cannot match.
-const FLOOR: f64 = 0.90;
+/// Required exact-match F1 against spaCy's longest noun chunks on the tuning captions. Textblob's
+/// Brill tagger + the old chunker (clausal modifiers attached) scored captions 0.763, held-out
+/// 0.820, world 0.903; the lexical tags + `np_tags` rules 1–11 + PP-only chunks 0.914 / 0.921 /
+/// 0.906; rules 12–19, the refined rule 6, the sentence-initial adjective and the "side by side"
+/// idiom 0.940 / 0.966 / 0.906. The issue's goal of 0.95 is not reached. Of the 37 tuning
+/// captions still in disagreement, 19 hinge on a singular noun + `-s` word (17 of them before a
+/// preposition): spaCy's small model reads one compound noun in 12 where the word is plainly the verb
+/// ("A sailboat drifts on the calm sea", "A helicopter hovers above the hospital"), and the verb
+/// in 7 where the chunker follows the lexicon's plural reading and merges ("A yellow taxi drives
+/// through"); on form alone the two choices look alike, and the lexicon's tag is spaCy's in 89 of
+/// the 111 such words of the caption corpora (tuning and held-out). Most of the rest are spaCy misparses (participles as
+/// nouns, "A kitten playing with a ball of yarn"; "laundry" as an adjective; "A man on a
+/// surfboard riding a big wave" without its PP).
+const CAPTION_FLOOR: f64 = 0.935;
+/// Required F1 on the demo world's text: spaCy splits "the top left" / "the bottom left" /
+/// "the bottom right" (reading "left" as a verb) but not "the middle left": 55 of its 63
+/// disagreements; the chunker keeps the phrase whole.
+const WORLD_FLOOR: f64 = 0.90;
 /// Allowed |tuning − held-out| F1 gap.
 const HELD_OUT_TOLERANCE: f64 = 0.03;

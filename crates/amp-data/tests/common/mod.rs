@@ -87,6 +87,30 @@ impl SentenceEmbedder for BagOfWords {
     }
 }
 
+/// TEST DOUBLE whose vectors depend on the embedding call they are computed in, as a real
+/// encoder's do through float rounding (padding, GEMM shapes): [`BagOfWords`] plus a component
+/// proportional to the number of texts in the call, exaggerated so that a different batching
+/// changes the written scores.
+pub struct BatchSensitive;
+
+impl SentenceEmbedder for BatchSensitive {
+    fn name(&self) -> String {
+        "batch-sensitive test double".into()
+    }
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let n = texts.len() as f32;
+        Ok(BagOfWords
+            .embed(texts)?
+            .into_iter()
+            .map(|mut v| {
+                v.push(1e-3 * n);
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter().map(|x| x / norm).collect()
+            })
+            .collect())
+    }
+}
+
 /// TEST DOUBLE fine-tuner: records subset sizes; the "tuned model" is a ScriptedGen.
 #[derive(Default)]
 pub struct RecordingTuner {
@@ -103,9 +127,9 @@ impl FineTuner for RecordingTuner {
 /// Writes `n` LLaVA records (multi-round for odd ids) with tiny image files into `dir`.
 /// A valid 4x4 RGB PNG (the loaders decode image headers; the upload path decodes it fully).
 pub const TINY_PNG: [u8; 73] = [
-    137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 0, 4, 0, 0, 0, 4, 8, 2, 0, 0, 0, 38, 147, 9, 41,
-    0, 0, 0, 16, 73, 68, 65, 84, 120, 156, 99, 56, 33, 39, 7, 71, 12, 196, 113, 0, 177, 99, 16, 65, 59, 75, 99, 130, 0,
-    0, 0, 0, 73, 69, 78, 68, 174, 66, 96, 130,
+    137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 0, 4, 0, 0, 0, 4, 8, 2, 0,
+    0, 0, 38, 147, 9, 41, 0, 0, 0, 16, 73, 68, 65, 84, 120, 156, 99, 56, 33, 39, 7, 71, 12, 196,
+    113, 0, 177, 99, 16, 65, 59, 75, 99, 130, 0, 0, 0, 0, 73, 69, 78, 68, 174, 66, 96, 130,
 ];
 
 pub fn write_llava(dir: &Path, n: usize) -> PathBuf {
