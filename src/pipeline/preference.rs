@@ -221,3 +221,44 @@ pub fn pick_levels(n: usize, m: usize) -> Vec<usize> {
     v.dedup();
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_pick_levels_by_expert_name_and_renumber_them() {
+        let conv = |a: &str| serde_json::json!([{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": a}]);
+        let resp = |src: &str, init: usize, fin: usize| {
+            serde_json::json!({"source": src, "initial_rank": init, "final_rank": fin, "conversation": conv(src), "check": null})
+        };
+        // The check swapped d64 and d48.
+        let row: CheckedRow = serde_json::from_value(serde_json::json!({
+            "id": "x", "index": 0, "image": "x.png", "standard": conv("std"), "standard_chunks": 1, "checked": true,
+            "changed": true, "ties": 0,
+            "responses": [resp("d96", 1, 1), resp("d48", 3, 2), resp("d64", 2, 3), resp("d32", 4, 4)],
+        }))
+        .unwrap();
+        let pool = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let k2 = subset_rows(std::slice::from_ref(&row), 2, &pool(&["d96"]));
+        assert_eq!(k2[0].responses.len(), 1);
+        assert_eq!((k2[0].responses[0].source.as_str(), k2[0].responses[0].initial_rank, k2[0].responses[0].final_rank), ("d96", 1, 1));
+        assert!(!k2[0].changed);
+        let k3 = subset_rows(std::slice::from_ref(&row), 3, &pool(&["d96", "d64"]));
+        let got: Vec<(&str, usize, usize)> = k3[0].responses.iter().map(|x| (x.source.as_str(), x.initial_rank, x.final_rank)).collect();
+        assert_eq!(got, vec![("d96", 1, 1), ("d64", 2, 2)]);
+        let k4 = subset_rows(std::slice::from_ref(&row), 4, &pool(&["d96", "d64", "d48"]));
+        let got: Vec<(&str, usize, usize)> = k4[0].responses.iter().map(|x| (x.source.as_str(), x.initial_rank, x.final_rank)).collect();
+        assert_eq!(got, vec![("d96", 1, 1), ("d48", 3, 2), ("d64", 2, 3)]);
+        assert!(k4[0].changed);
+    }
+
+    #[test]
+    fn level_picks_are_spread_and_keep_the_weakest() {
+        assert_eq!(pick_levels(4, 1), vec![3]);
+        assert_eq!(pick_levels(4, 2), vec![0, 3]);
+        assert_eq!(pick_levels(4, 3), vec![0, 2, 3]);
+        assert_eq!(pick_levels(4, 4), vec![0, 1, 2, 3]);
+        assert_eq!(pick_levels(3, 5), vec![0, 1, 2]);
+    }
+}
