@@ -128,7 +128,8 @@ pub(super) struct PreferenceData {
 /// * the auto-check (AMP §3.1.3) with the real all-MiniLM-L6-v2 for both the chunk and the
 ///   sentence metric re-ranks the generated responses (`data/<source>/checked.jsonl`), and the
 ///   unchecked initial ranking is kept for the ablation (`initial.jsonl`); keyed by the
-///   generation's key and τ;
+///   generation's key, τ and the chunker's version ([`amp_data::CHUNKER_VERSION`]: a changed
+///   tagger or chunk grammar re-checks);
 /// * per preference variant, its K-level AMP file (`data/variants/<name>/amp.json` and
 ///   `stats.json`, `amp_data::pipeline::finalize`) from its pool ([`subset_rows`]);
 /// * the ranking quality of the MEG check against the world's truth (`data/ranking.json`,
@@ -141,7 +142,7 @@ pub(super) fn preference_data(run: &mut DemoRun, world: &WorldData, generated: &
     for (tag, rows) in generated {
         let out = paths.data().join(tag).join("checked.jsonl");
         let out_init = paths.data().join(tag).join("initial.jsonl");
-        let key = (st.key_of(&format!("generate {tag}")), cfg.tau);
+        let key = (st.key_of(&format!("generate {tag}")), cfg.tau, amp_data::CHUNKER_VERSION);
         st.run(&format!("check {tag}"), &key, &[out.clone(), out_init.clone()], |_| {
             let _ = std::fs::remove_file(&out);
             let _ = std::fs::remove_file(&out_init);
