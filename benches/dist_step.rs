@@ -45,11 +45,13 @@ fn main() {
     let data = dir.path().join("d.json");
     let rows: Vec<_> = (0..16)
         .map(|i| {
-            serde_json::json!({"id": format!("e{i}"), "image": llava.join("image.png"),
+            serde_json::json!({"id": format!("e{i}"), "image": "image.png",
                 "output_1": conv("a red cat"), "output_2": conv("a cat and a dog"), "output_3": conv(&format!("three dogs {i}"))})
         })
         .collect();
     std::fs::write(&data, serde_json::to_string(&rows).unwrap()).unwrap();
+    // the image in the data file's directory, its data root
+    std::fs::copy(llava.join("image.png"), dir.path().join("image.png")).unwrap();
     let steps = 8;
     let model = llava.join("hf");
     let (one, _) = run(&bin, &model, &data, &dir.path().join("r1"), &["--grad-accum", "2"], steps);

@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (model, world) = (PathBuf::from(&args[1]), PathBuf::from(&args[2]));
     let n: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(256);
-    let opts = mdpo::data::LoadOptions { levels: None, image_root: Some(world.join("images")), check_images: true };
+    let opts = mdpo::data::LoadOptions { image_root: Some(world.join("images")), check_images: true, ..Default::default() };
     let truth: Vec<_> = mdpo::data::load_sft_file(&world.join(&args[3]), &opts)?.into_iter().take(n).collect();
     // A derangement: every record gets another record's image.
     let mut shuffled = truth.clone();

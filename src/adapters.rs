@@ -166,16 +166,21 @@ pub fn decode_batch(
 ) -> Result<Vec<String>, BoxError> {
     let mut prompts = Vec::with_capacity(reqs.len());
     let mut pixels = Vec::with_capacity(reqs.len());
-    for r in reqs {
+    for (i, r) in reqs.iter().enumerate() {
         let mut turns: Vec<String> = r.turns.iter().map(|t| t.1.clone()).collect();
         if let Some(first) = turns.first_mut() {
             *first = format!("{}\n{first}", mllm::conversation::IMAGE_PLACEHOLDER);
         }
         prompts.push(tokenizer.encode(&turns, None)?.ids);
         let img = image::load_from_memory(&r.image)?.to_rgb8();
-        pixels.push(images.preprocess(&img));
+        images.check_dimensions(|| format!("request {i}: image"), img.width(), img.height())?;
+        let px = images.preprocess(&img);
+        // the processor's output must fit the vision tower before the batch is stacked
+        mllm::bounds::check_pixels(&llava.cfg, || format!("request {i}: preprocessed image"), &px.unsqueeze(0))?;
+        pixels.push(px);
     }
-    let pixels = tch::Tensor::stack(&pixels, 0).to_device(llava.device());
+    // prompt lengths and token ids are checked by `generate` (mllm::bounds)
+    let pixels = tch::Tensor::f_stack(&pixels, 0)?.to_device(llava.device());
     let out = tch::no_grad(|| mllm::generation::generate(llava, &prompts, Some(&pixels), config, Some(tokenizer)))?;
     Ok(out.into_iter().map(|g| g.text.unwrap_or_default().trim().to_string()).collect())
 }

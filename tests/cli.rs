@@ -29,7 +29,20 @@ fn conv(a1: &str, a2: &str) -> serde_json::Value {
     ])
 }
 
+/// `image` copied next to the data file `data`, its data root (`amp train`/`sft` read images only
+/// under it unless told otherwise).
+fn in_data_root(data: &Path, image: &Path) -> PathBuf {
+    let dir = data.parent().unwrap();
+    if !image.is_file() || image.parent() == Some(dir) {
+        return image.to_path_buf();
+    }
+    let to = dir.join(image.file_name().unwrap());
+    std::fs::copy(image, &to).unwrap();
+    to
+}
+
 fn write_amp_file(path: &Path, image: &Path, n: usize) {
+    let image = &in_data_root(path, image);
     let rows: Vec<_> = (0..n)
         .map(|i| {
             serde_json::json!({

@@ -38,7 +38,20 @@ fn conv(a1: &str, a2: &str) -> serde_json::Value {
 
 /// 5 K = 3 preference records with different answers (an odd count: the last step of each epoch
 /// is short and rank 1 gets no micro-batch).
+/// `image` copied next to the data file `data`, its data root (`amp train`/`sft` read images only
+/// under it unless told otherwise).
+fn in_data_root(data: &Path, image: &Path) -> PathBuf {
+    let dir = data.parent().unwrap();
+    if !image.is_file() || image.parent() == Some(dir) {
+        return image.to_path_buf();
+    }
+    let to = dir.join(image.file_name().unwrap());
+    std::fs::copy(image, &to).unwrap();
+    to
+}
+
 fn write_amp_file(path: &Path, image: &Path) {
+    let image = &in_data_root(path, image);
     let answers = ["a red cat", "a blue dog", "two green birds", "a car", "one yellow box on a mat"];
     let rows: Vec<_> = answers
         .iter()
@@ -57,6 +70,7 @@ fn write_amp_file(path: &Path, image: &Path) {
 }
 
 fn write_sft_file(path: &Path, image: &Path) {
+    let image = &in_data_root(path, image);
     let rows: Vec<_> = ["A red square on a table.", "A blue cup.", "Two green circles and a star."]
         .iter()
         .enumerate()

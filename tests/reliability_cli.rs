@@ -1,7 +1,11 @@
 //! Issue 13 through the `amp` binary (docs/reliability.md): one writer per output (a second
 //! process fails at once naming the holder; a lock left by a `kill -9` does not block the
 //! rerun), and `amp eval judge|score` exit with status 3 when items are missing, after writing
-//! what they have. No model or libtorch work: `check --skip-check` and the POPE/MRHal harness.
+//! what they have (no model: `check --skip-check` and the POPE/MRHal harness); and `amp train` /
+//! `amp sft` on the tiny llava-hf fixture: image paths held to the data root, a response longer
+//! than the model's context refused before anything is allocated for it.
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -176,4 +180,104 @@ fn judge_and_score_exit_3_when_items_are_missing_after_writing_what_they_have() 
     let o = judge(&gt);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("no records"), "{}", stderr(&o));
+}
+
+/// `amp train` on `data` with the tiny fixture (K = 3, one step), into `run`.
+fn train(data: &Path, run: &Path, extra: &[&str]) -> Output {
+    let model = common::fixtures().join("hf");
+    let mut args = vec![
+        "train", "--model", s(&model), "--data", s(data), "--levels", "3", "--max-steps", "1", "--batch-size", "2",
+        "--grad-accum", "1", "--lora-r", "4", "--output-dir", s(run),
+    ];
+    args.extend_from_slice(extra);
+    amp(&args)
+}
+
+#[test]
+fn train_refuses_a_response_longer_than_the_context_before_allocating_and_suggests_max_len() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("amp.json");
+    common::write_amp_file(&data, &common::fixtures().join("image.png"), 4);
+    let mut rows: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&data).unwrap()).unwrap();
+    rows[3]["output_2"][1]["value"] = "word ".repeat(50_000).into();
+    std::fs::write(&data, rows.to_string()).unwrap();
+    let run = dir.path().join("run");
+    let t0 = Instant::now();
+    let o = train(&data, &run, &[]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    for needle in ["example ex3: response 1", "more than the model's context of 512 tokens", "max_position_embeddings", "--max-len"] {
+        assert!(e.contains(needle), "{needle:?} missing from {e}");
+    }
+    let tokens: usize = e.split(" tokens, more than").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(tokens >= 50_000, "the token count is named: {e}");
+    assert!(t0.elapsed() < Duration::from_secs(120), "it must fail before training, not after an allocation");
+    assert!(!run.join("metrics.jsonl").exists() && !run.join("adapter").exists(), "nothing was trained");
+    // truncated to the context, the same data trains
+    let o = train(&data, &dir.path().join("run2"), &["--max-len", "500"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // a --max-len above the context is named as the problem
+    let o = train(&data, &dir.path().join("run3"), &["--max-len", "100000"]);
+    assert!(!o.status.success() && stderr(&o).contains("--max-len 100000 is above it"), "{}", stderr(&o));
+}
+
+#[test]
+fn train_and_sft_refuse_image_paths_outside_the_data_root_naming_file_record_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    std::fs::create_dir_all(&d).unwrap();
+    let fixture_image = common::fixtures().join("image.png");
+    // a file next to the data directory, reached with `..`
+    std::fs::copy(&fixture_image, dir.path().join("secret.png")).unwrap();
+    let data = d.join("amp.json");
+    for (image, shown) in [("../secret.png", "\"../secret.png\""), (fixture_image.to_str().unwrap(), "image.png")] {
+        common::write_amp_file(&data, Path::new("placeholder.png"), 2);
+        let mut rows: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&data).unwrap()).unwrap();
+        rows[1]["image"] = image.into();
+        rows[0]["image"] = "image.png".into();
+        std::fs::copy(&fixture_image, d.join("image.png")).unwrap();
+        std::fs::write(&data, rows.to_string()).unwrap();
+        let run = dir.path().join("run");
+        let o = train(&data, &run, &[]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{e}");
+        for needle in ["amp.json", "record 1.image", shown, "outside the data root", "--allow-outside-root"] {
+            assert!(e.contains(needle), "{needle:?} missing from {e}");
+        }
+        assert!(!run.exists(), "refused before the run directory was made");
+        // sft reads the same field the same way
+        let o = amp(&[
+            "sft", "--model", s(&common::fixtures().join("hf")), "--data", s(&data), "--max-steps", "1", "--lora-r", "4",
+            "--output-dir", s(&run),
+        ]);
+        assert!(!o.status.success() && stderr(&o).contains("record 1.image") && stderr(&o).contains("outside the data root"), "{}", stderr(&o));
+    }
+    // the user can allow it
+    let o = train(&data, &dir.path().join("run-allowed"), &["--allow-outside-root"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // or name a root that holds it (relative paths then resolve against it)
+    let mut rows: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&data).unwrap()).unwrap();
+    rows[0]["image"] = fixture_image.to_str().unwrap().into();
+    std::fs::write(&data, rows.to_string()).unwrap();
+    let o = train(&data, &dir.path().join("run-root"), &["--image-root", s(&common::fixtures())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_second_amp_train_in_one_output_directory_fails_at_once_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("amp.json");
+    common::write_amp_file(&data, &common::fixtures().join("image.png"), 2);
+    let run = dir.path().join("run");
+    // This test process holds the run directory, as a running `amp train` would.
+    let held = amp_io::lock::OutputLock::dir(&run).unwrap();
+    let o = train(&data, &run, &[]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "a second writer must not run");
+    assert!(e.contains("being written by another process") && e.contains(&format!("pid {}", std::process::id())), "{e}");
+    assert!(!run.join("metrics.jsonl").exists() && !run.join("checkpoints").exists(), "the refused run wrote nothing");
+    drop(held);
+    let o = train(&data, &run, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(run.join("adapter/adapter_model.safetensors").is_file());
 }

@@ -183,8 +183,14 @@ struct ModelArgs {
     #[arg(long, default_value_t = 0.0)]
     lora_dropout: f64,
     /// Truncate encoded conversations to this many tokens (never inside the image span).
+    /// Without it, a conversation longer than the model's context (max_position_embeddings) is
+    /// refused before training starts.
     #[arg(long)]
     max_len: Option<usize>,
+    /// Refuse a micro-batch whose estimated activation memory exceeds this many GiB (an upper
+    /// bound: docs/reliability.md, "Sequence bounds"); default: only the context bound.
+    #[arg(long, value_name = "GIB")]
+    max_batch_memory: Option<f64>,
     #[command(flatten)]
     device: amp::model_args::DeviceArgs,
     /// Gradient checkpointing: recompute each decoder (and trained vision) layer in the backward
@@ -254,6 +260,11 @@ fn llava_policy(m: &ModelArgs, seed: u64) -> anyhow::Result<mllm::preference::Ll
     ?;
     let mut policy = mllm::preference::LlavaPreference::new(llava, tokenizer, images);
     policy.max_len = m.max_len;
+    policy.memory_budget = match m.max_batch_memory {
+        Some(g) if !(g.is_finite() && g > 0.) => anyhow::bail!("--max-batch-memory {g}: expected a positive number of GiB"),
+        Some(g) => Some((g * (1u64 << 30) as f64) as u64),
+        None => None,
+    };
     policy.grad_checkpoint = if m.no_grad_checkpoint { false } else { m.grad_checkpoint || opts.device.is_cuda() };
     eprintln!(
         "amp: model on {:?} in {:?}; gradient checkpointing {}",

@@ -114,15 +114,15 @@ impl DemoConfig {
             // largest the base; 500 benchmark dialogues (standard error of a rate ≤ 0.015).
             "small" => DemoConfig {
                 preset: name.into(),
-                world: WorldConfig { n_train: 3000, n_pref: 400, n_bench: 500, n_pope: 100, canonical: true, ..world },
+                world: WorldConfig { n_train: 12000, n_pref: 400, n_bench: 500, n_pope: 100, canonical: true, ..world },
                 experts: vec![
                     spec("d96", 96, 2, 64, 2, 16),
                     spec("d64", 64, 2, 64, 2, 16),
-                    spec("d48", 48, 1, 64, 2, 16),
+                    spec("d48", 48, 2, 64, 2, 16),
                     spec("d32", 32, 1, 64, 2, 16),
                 ],
                 base: "d96".into(),
-                sft: TrainSpec { steps: 600, batch_size: 32, lr: 2e-3, warmup_steps: 30, train_projector: false },
+                sft: TrainSpec { steps: 1200, batch_size: 32, lr: 1e-3, warmup_steps: 40, train_projector: false },
                 ig_parts: 0,
                 ig_pretrain_fraction: 0.2,
                 ig_finetune_fraction: 0.5,
@@ -132,7 +132,7 @@ impl DemoConfig {
                 variants: grounded_variants(&["d96", "d64", "d48", "d32"]),
                 tau: 0.85,
                 tower: Some(TowerSpec { hidden: 64, layers: 2, steps: 600, batch_size: 64, lr: 2e-3, position: true }),
-                captions: Some(TrainSpec { steps: 400, batch_size: 32, lr: 2e-3, warmup_steps: 20, train_projector: false }),
+                captions: Some(TrainSpec { steps: 800, batch_size: 32, lr: 1e-3, warmup_steps: 20, train_projector: false }),
                 enforce_gates: true,
                 bootstrap: 2000,
             },

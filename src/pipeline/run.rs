@@ -45,7 +45,7 @@ impl RunPaths {
 
 /// The SFT examples of a world file (`train.json`, the captions, `pref.json`), images checked.
 pub(super) fn sft_examples(world: &Path, file: &str) -> Result<Vec<PreferenceExample>> {
-    let opts = mdpo::data::LoadOptions { levels: None, image_root: Some(world.join("images")), check_images: true };
+    let opts = mdpo::data::LoadOptions { image_root: Some(world.join("images")), check_images: true, ..Default::default() };
     Ok(mdpo::data::load_sft_file(&world.join(file), &opts)?)
 }
 

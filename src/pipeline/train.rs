@@ -60,7 +60,7 @@ pub(super) fn train_variants(run: &mut DemoRun, world: &WorldData, experts: &Exp
             };
             let key = (st.key_of(&format!("dataset {}", v.name)), &config, st.key_of(&format!("expert {}", cfg.base)));
             st.run(&format!("anchor {}", v.name), &key, std::slice::from_ref(&out), |_| {
-                let opts = mdpo::data::LoadOptions { levels: Some(v.levels), image_root: None, check_images: true };
+                let opts = mdpo::data::LoadOptions { levels: Some(v.levels), image_root: Some(paths.images()), check_images: true, allow_outside_root: false };
                 let mut examples = mdpo::data::load_amp_file(&data, &opts)?;
                 examples.truncate(cfg.pref.batch_size);
                 let n = engine::anchor_gradient_norms(&base_dir, &paths.tokenizer(), examples, config.clone(), &paths.root.join("train").join("anchor-work"))?;
@@ -94,7 +94,7 @@ pub(super) fn train_variants(run: &mut DemoRun, world: &WorldData, experts: &Exp
                         engine::train_sft_control(name, &base_dir, &paths.tokenizer(), pref_standard.clone(), config.clone())?;
                     }
                     VariantKind::Preference => {
-                        let opts = mdpo::data::LoadOptions { levels: Some(v.levels), image_root: None, check_images: true };
+                        let opts = mdpo::data::LoadOptions { levels: Some(v.levels), image_root: Some(paths.images()), check_images: true, allow_outside_root: false };
                         let examples = mdpo::data::load_amp_file(&data, &opts)?;
                         engine::train_preference(name, &base_dir, &paths.tokenizer(), examples, config.clone())?;
                     }

@@ -13,8 +13,23 @@ pub fn fixtures() -> PathBuf {
     llava
 }
 
-/// An AMP training file (K = 3, two rounds) of `n` examples on `image`.
+/// `image` copied next to the data file `data` (its data root: `amp train` and `amp sft` read
+/// images only under it unless told otherwise); a path already there, or one that does not
+/// exist, is returned as is.
+pub fn in_data_root(data: &Path, image: &Path) -> PathBuf {
+    let dir = data.parent().expect("a data file in a directory");
+    if !image.is_file() || image.parent() == Some(dir) {
+        return image.to_path_buf();
+    }
+    let to = dir.join(image.file_name().expect("an image file name"));
+    std::fs::copy(image, &to).expect("copy the image into the data root");
+    to
+}
+
+/// An AMP training file (K = 3, two rounds) of `n` examples on `image` (copied into the data
+/// root, [`in_data_root`]).
 pub fn write_amp_file(path: &Path, image: &Path, n: usize) {
+    let image = &in_data_root(path, image);
     let conv = |a1: &str, a2: &str| {
         serde_json::json!([
             {"from": "human", "value": "<image>\nWhat is in the picture?"}, {"from": "gpt", "value": a1},

@@ -380,8 +380,10 @@ fn sharded_run_merges_to_the_unsharded_output_and_loads_in_mdpo() {
         &o.amp_json,
         &mdpo::data::LoadOptions {
             levels: Some(4),
-            image_root: None,
+            // the images stay in the input's folder: that is the data root
+            image_root: Some(dir.path().join("data")),
             check_images: true,
+            allow_outside_root: false,
         },
     )
     .unwrap();

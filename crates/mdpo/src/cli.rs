@@ -20,9 +20,13 @@ pub struct CommonArgs {
     /// JSON config file (an `MdpoConfig`); flags override its values.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Directory relative image paths are resolved against.
+    /// The data root: relative image paths resolve against it, and paths that leave it (`..`,
+    /// absolute paths elsewhere) are refused (default: the data file's directory).
     #[arg(long)]
     pub image_root: Option<PathBuf>,
+    /// Read image paths outside the data root too.
+    #[arg(long)]
+    pub allow_outside_root: bool,
     /// Run directory (metrics.jsonl, checkpoints/, plots/, ref_logps.json).
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
@@ -215,7 +219,12 @@ pub struct Job {
 
 impl Job {
     fn load(task: Task, config: MdpoConfig, common: &CommonArgs) -> Result<Self> {
-        let opts = LoadOptions { levels: Some(config.levels), image_root: common.image_root.clone(), check_images: true };
+        let opts = LoadOptions {
+            levels: Some(config.levels),
+            image_root: common.image_root.clone(),
+            check_images: true,
+            allow_outside_root: common.allow_outside_root,
+        };
         let examples = match task {
             Task::Preference => load_amp_file(&common.data, &opts)?,
             Task::Sft => load_sft_file(&common.data, &opts)?,

@@ -40,6 +40,7 @@ impl PreferenceExample {
 use crate::{MdpoError, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use amp_io::paths::DataRoot;
 use std::path::Path;
 
 /// Options of [`load_amp_file`] and [`load_sft_file`].
@@ -47,11 +48,14 @@ use std::path::Path;
 pub struct LoadOptions {
     /// Required number of levels K (`None`: take K from the first record and require it of all).
     pub levels: Option<usize>,
-    /// Directory that relative image paths are resolved against (`None`: as written, i.e.
-    /// relative to the working directory, as the authors' `Image.open(item["image"])`).
+    /// The data root (`--image-root`): relative image paths resolve against it, and a path that
+    /// leaves it (`..`, an absolute path elsewhere) is refused unless `allow_outside_root`
+    /// ([`amp_io::paths::DataRoot`], docs/reliability.md). `None`: the data file's directory.
     pub image_root: Option<PathBuf>,
     /// Fail when an image file does not exist (default in the loaders' callers: `true`).
     pub check_images: bool,
+    /// Accept image paths outside the data root (`--allow-outside-root`).
+    pub allow_outside_root: bool,
 }
 
 fn data_err(path: &Path, location: impl Into<String>, message: impl Into<String>) -> MdpoError {
@@ -100,19 +104,30 @@ fn parse_conversation(path: &Path, loc: &str, v: &Value) -> Result<Conversation>
     Ok(conv)
 }
 
-fn parse_image(path: &Path, loc: &str, rec: &serde_json::Map<String, Value>, opts: &LoadOptions) -> Result<Option<PathBuf>> {
+fn parse_image(path: &Path, loc: &str, rec: &serde_json::Map<String, Value>, root: &DataRoot, opts: &LoadOptions) -> Result<Option<PathBuf>> {
     let Some(v) = rec.get("image") else { return Ok(None) };
+    let field = format!("{loc}.image");
     let s = v
         .as_str()
-        .ok_or_else(|| data_err(path, format!("{loc}.image"), format!("expected a path string, found {}", kind_of(v))))?;
-    let p = match &opts.image_root {
-        Some(root) if Path::new(s).is_relative() => root.join(s),
-        _ => PathBuf::from(s),
-    };
+        .ok_or_else(|| data_err(path, &field, format!("expected a path string, found {}", kind_of(v))))?;
+    let p = root.resolve(s).map_err(|e| data_err(path, &field, e.to_string()))?;
     if opts.check_images && !p.is_file() {
-        return Err(data_err(path, format!("{loc}.image"), format!("image file {} does not exist", p.display())));
+        return Err(data_err(
+            path,
+            &field,
+            format!(
+                "image file {} does not exist (relative paths resolve against the data root {}; set it with --image-root)",
+                p.display(),
+                root.root().display()
+            ),
+        ));
     }
     Ok(Some(p))
+}
+
+/// The data root of `path` under `opts`.
+fn data_root(path: &Path, opts: &LoadOptions) -> DataRoot {
+    DataRoot::for_data_file(path, opts.image_root.as_deref(), opts.allow_outside_root)
 }
 
 fn record_id(path: &Path, loc: &str, rec: &serde_json::Map<String, Value>, index: usize) -> Result<String> {
@@ -130,10 +145,12 @@ fn record_id(path: &Path, loc: &str, rec: &serde_json::Map<String, Value>, index
 /// `output_k` a LLaVA conversation, best first.
 ///
 /// Errors name the file, the record index and the field: malformed JSON, a record with a
-/// different number of levels than `opts.levels` (or than the first record), a missing image
-/// file, a malformed conversation, or levels whose human turns (the prompt) differ.
+/// different number of levels than `opts.levels` (or than the first record), an image path
+/// outside the data root ([`LoadOptions::image_root`]) or a missing image file, a malformed
+/// conversation, or levels whose human turns (the prompt) differ.
 pub fn load_amp_file(path: &Path, opts: &LoadOptions) -> Result<Vec<PreferenceExample>> {
     let records = read_json_list(path)?;
+    let root = data_root(path, opts);
     let mut out = Vec::with_capacity(records.len());
     let mut k_expected = opts.levels;
     for (i, rec) in records.iter().enumerate() {
@@ -193,7 +210,7 @@ pub fn load_amp_file(path: &Path, opts: &LoadOptions) -> Result<Vec<PreferenceEx
                 ));
             }
         }
-        let image = parse_image(path, &loc, obj, opts)?;
+        let image = parse_image(path, &loc, obj, &root, opts)?;
         out.push(PreferenceExample { id: record_id(path, &loc, obj, i)?, image, responses });
     }
     Ok(out)
@@ -203,6 +220,7 @@ pub fn load_amp_file(path: &Path, opts: &LoadOptions) -> Result<Vec<PreferenceEx
 /// format, of which only `output_1` (the best response) is used.
 pub fn load_sft_file(path: &Path, opts: &LoadOptions) -> Result<Vec<PreferenceExample>> {
     let records = read_json_list(path)?;
+    let root = data_root(path, opts);
     let mut out = Vec::with_capacity(records.len());
     for (i, rec) in records.iter().enumerate() {
         let loc = format!("record {i}");
@@ -217,7 +235,7 @@ pub fn load_sft_file(path: &Path, opts: &LoadOptions) -> Result<Vec<PreferenceEx
             return Err(data_err(path, &loc, "no \"conversations\" (LLaVA format) or \"output_1\" (AMP format) field"));
         };
         let conv = parse_conversation(path, &format!("{loc}.{field}"), conv)?;
-        let image = parse_image(path, &loc, obj, opts)?;
+        let image = parse_image(path, &loc, obj, &root, opts)?;
         out.push(PreferenceExample { id: record_id(path, &loc, obj, i)?, image, responses: vec![conv] });
     }
     Ok(out)
@@ -261,7 +279,7 @@ mod tests {
     }
 
     fn opts(levels: Option<usize>) -> LoadOptions {
-        LoadOptions { levels, image_root: None, check_images: true }
+        LoadOptions { levels, image_root: None, check_images: true, allow_outside_root: false }
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //! ```no_run
 //! # fn demo<M: mdpo::PreferenceModel>(policy: M, reference: M) -> mdpo::Result<()> {
 //! use mdpo::{data, MdpoConfig, Reference, Trainer};
-//! let opts = data::LoadOptions { levels: Some(4), image_root: None, check_images: true };
+//! let opts = data::LoadOptions { levels: Some(4), check_images: true, ..Default::default() };
 //! let examples = data::load_amp_file("train.json".as_ref(), &opts)?;
 //! let config = MdpoConfig { output_dir: "runs/amp".into(), ..MdpoConfig::default() };
 //! let mut trainer = Trainer::new(policy, Reference::Model(reference), examples, config)?;

@@ -35,6 +35,16 @@ pub trait PreferenceModel {
     /// Encode a batch of examples. Every example has the same number of levels K.
     fn encode(&self, examples: &[PreferenceExample]) -> Result<Self::Batch, Self::Error>;
 
+    /// Check every example before training starts, so bad input fails the run at once naming
+    /// the example rather than at the step that reaches it (docs/reliability.md): e.g. a
+    /// conversation longer than the model's context, a token outside its vocabulary, an
+    /// unreadable image. The trainer calls it once, before the reference log-probs. The default
+    /// accepts everything ([`Self::encode`] still checks each batch).
+    fn check_examples(&self, examples: &[PreferenceExample]) -> Result<(), Self::Error> {
+        let _ = examples;
+        Ok(())
+    }
+
     /// Number of examples B in an encoded batch.
     fn batch_len(&self, batch: &Self::Batch) -> usize;
 

@@ -67,7 +67,7 @@ fn main() {
     if std::env::var("BENCH_BREAKDOWN").is_ok() {
         tch::no_grad(|| {
             let ids_t = Tensor::from_slice(&ids).unsqueeze(0);
-            let feats = m.encode_images(px, false);
+            let feats = m.encode_images(px, false).expect("pixels");
             let mut cache = m.new_cache();
             let e = m.embed(&ids_t, Some(&feats)).unwrap();
             let _ = m.hidden_from_embeds(&e, None, Some(&mut cache), false);

@@ -247,6 +247,12 @@ impl<'a> StopCheck<'a> {
     }
 }
 
+/// The KV-cache positions to preallocate: the prompt plus `max_new_tokens`, the latter at most the
+/// model's context (a huge `max_new_tokens` must not allocate up front; the cache still grows).
+fn cache_capacity(model: &Llava, ids: &Tensor, cfg: &GenerationConfig) -> i64 {
+    ids.size()[1] + cfg.max_new_tokens.min(crate::bounds::context(&model.cfg)) as i64
+}
+
 /// Left-pad `prompts` into `[B, L]` ids and the `[B, L]` key-validity mask (1 = real token).
 fn left_pad(model: &Llava, prompts: &[Vec<i64>]) -> (Tensor, Tensor, bool) {
     let dev = model.device();
@@ -282,6 +288,11 @@ pub fn generate(
     if !cfg.stop_strings.is_empty() && tokenizer.is_none() {
         return Err(MllmError::Input("stop strings need a tokenizer".into()));
     }
+    for (i, p) in prompts.iter().enumerate() {
+        let what = || format!("generate: prompt {i}");
+        crate::bounds::check_length(&model.cfg, what, p.len(), None)?;
+        crate::bounds::check_ids(&model.cfg, what, p)?;
+    }
     let eos = if cfg.eos_ids.is_empty() { model.cfg.text.eos_ids() } else { cfg.eos_ids.clone() };
     tch::no_grad(|| match cfg.strategy {
         Strategy::Beam { num_beams, length_penalty } => beam_search(model, prompts, pixel_values, cfg, num_beams, length_penalty, &eos, tokenizer),
@@ -301,10 +312,10 @@ fn sample_batch(
     let b = prompts.len();
     let pad = model.cfg.text.pad_token_id.unwrap_or(0).max(0);
     let (ids, mut key_valid, padded) = left_pad(model, prompts);
-    let feats = pixel_values.map(|p| model.encode_images(p, false));
+    let feats = pixel_values.map(|p| model.encode_images(p, false)).transpose()?;
     let embeds = model.embed(&ids, feats.as_ref())?;
     let head = DecodeHead::new(model);
-    let mut cache = KvCache::with_capacity(model.cfg.text.num_hidden_layers, ids.size()[1] + cfg.max_new_tokens as i64);
+    let mut cache = KvCache::with_capacity(model.cfg.text.num_hidden_layers, cache_capacity(model, &ids, cfg));
     let mut logits = last_logits(model, &head, &embeds, padded.then_some(&key_valid), &mut cache);
     let mut hist: Vec<Vec<i64>> = prompts.to_vec();
     let mut gen: Vec<Vec<i64>> = vec![vec![]; b];
@@ -371,10 +382,10 @@ fn beam_search(
     let (b, nb) = (prompts.len(), num_beams.max(1));
     let keep = 2.max(1 + eos.len()) * nb;
     let (ids, key_valid, padded) = left_pad(model, prompts);
-    let feats = pixel_values.map(|p| model.encode_images(p, false));
+    let feats = pixel_values.map(|p| model.encode_images(p, false)).transpose()?;
     let embeds = model.embed(&ids, feats.as_ref())?;
     let head = DecodeHead::new(model);
-    let mut cache = KvCache::with_capacity(model.cfg.text.num_hidden_layers, ids.size()[1] + cfg.max_new_tokens as i64);
+    let mut cache = KvCache::with_capacity(model.cfg.text.num_hidden_layers, cache_capacity(model, &ids, cfg));
     let logits = last_logits(model, &head, &embeds, padded.then_some(&key_valid), &mut cache);
     // every prompt's row repeated for its beams: rows bi·nb + j
     let expand = Tensor::arange(b as i64, (Kind::Int64, dev)).repeat_interleave_self_int(nb as i64, Some(0), None);

@@ -16,6 +16,10 @@ pub const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
 /// OpenAI CLIP's normalisation std.
 pub const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
 
+/// The largest intermediate image, in pixels, preprocessing may build (about 800 MB of RGB; the
+/// same bound as `amp_io::image_check::MAX_PIXELS` on decoded images).
+pub const MAX_WORK_PIXELS: u64 = 1 << 28;
+
 /// `preprocessor_config.json` (the fields the CLIP processor uses).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageProcessor {
@@ -130,9 +134,44 @@ impl ImageProcessor {
         Ok(img.to_rgb8())
     }
 
-    /// Load and preprocess a file: `[3, H, W]` f32.
+    /// Load and preprocess a file: `[3, H, W]` f32. Sizes are checked first
+    /// ([`Self::check_dimensions`]).
     pub fn preprocess_file(&self, path: &Path) -> Result<Tensor> {
-        Ok(self.preprocess(&Self::open(path)?))
+        let img = Self::open(path)?;
+        let (w, h) = img.dimensions();
+        self.check_dimensions(|| format!("image {}", path.display()), w, h)?;
+        Ok(self.preprocess(&img))
+    }
+
+    /// Refuses a `w × h` image with a zero side, or whose preprocessing would build an image of
+    /// more than [`MAX_WORK_PIXELS`] (LLaVA's padded square, or the resized image: an extreme
+    /// aspect ratio resized to `shortest_edge` grows its long side), before anything is allocated.
+    pub fn check_dimensions(&self, what: impl FnOnce() -> String, w: u32, h: u32) -> Result<()> {
+        let refuse = |m: String| Err(MllmError::Input(format!("{}: {w}x{h} pixels: {m}", what())));
+        if w == 0 || h == 0 {
+            return refuse("an image side is 0".into());
+        }
+        let (w, h) = match self.aspect_ratio {
+            AspectRatio::Pad => {
+                let s = u64::from(w.max(h));
+                if s * s > MAX_WORK_PIXELS {
+                    return refuse(format!("padded to a {s}x{s} square it exceeds {MAX_WORK_PIXELS} pixels"));
+                }
+                (s, s)
+            }
+            AspectRatio::Square => (u64::from(w), u64::from(h)),
+        };
+        if self.do_resize {
+            let (short, long) = (w.min(h), w.max(h));
+            let new_long = u64::from(self.shortest_edge) * long / short;
+            if new_long.saturating_mul(u64::from(self.shortest_edge)) > MAX_WORK_PIXELS {
+                return refuse(format!(
+                    "resized to a shortest edge of {} it would be {new_long} pixels long (more than {MAX_WORK_PIXELS} pixels)",
+                    self.shortest_edge
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// LLaVA pad-to-square (if configured), resize, center crop, rescale, normalize → `[3, H, W]`.

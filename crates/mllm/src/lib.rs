@@ -18,11 +18,14 @@
 //! * [`generation`] — greedy / sampling / beam search, penalties, stop strings, batches, chat.
 //! * [`preference`] — `mdpo::PreferenceModel` for LLaVA (image features shared across the K
 //!   responses of an example).
+//! * [`bounds`] — what is checked before input reaches libtorch: sequence length against the
+//!   context (and an optional memory budget), token ids against the vocabulary, pixel shapes.
 //! * [`recompute`] — gradient checkpointing (activation recomputation) for a chain of layers.
 //! * `bert`, `clip_text` — text experts (sentence embeddings, CLIP text tower), both behind the
 //!   one [`text_encoder::TextEncoder`] wrapper.
 
 pub mod bert;
+pub mod bounds;
 pub mod checkpoint;
 pub mod config;
 pub mod conversation;

@@ -157,11 +157,13 @@ impl Llava {
         self.language_model.embed_tokens.kind()
     }
 
-    /// Projected image features `[N, image_tokens, text_hidden]` for `pixel_values` `[N, 3, H, W]`.
-    pub fn encode_images(&self, pixel_values: &Tensor, train: bool) -> Tensor {
+    /// Projected image features `[N, image_tokens, text_hidden]` for `pixel_values`
+    /// `[N, 3, image_size, image_size]`; other shapes are refused ([`crate::bounds::check_pixels`]).
+    pub fn encode_images(&self, pixel_values: &Tensor, train: bool) -> Result<Tensor> {
+        crate::bounds::check_pixels(&self.cfg, || "encode_images".into(), pixel_values)?;
         let px = pixel_values.to_device(self.device()).to_kind(self.kind());
         let f = self.vision_tower.features(&px, self.cfg.select_layer, self.cfg.select_feature);
-        self.projector.forward_t(&f, train)
+        Ok(self.projector.forward_t(&f, train))
     }
 
     /// Embeddings of freshly generated tokens `[B, T]`: plain token embeddings, even for an id that
@@ -172,9 +174,14 @@ impl Llava {
     }
 
     /// Token embeddings `[B, T, D]` with the rows at image-token positions replaced, in order, by
-    /// the rows of `image_features` (`[N, n, D]` or `[N·n, D]`). Their counts must agree.
+    /// the rows of `image_features` (`[N, n, D]` or `[N·n, D]`). Their counts must agree, and
+    /// every other id must index the embedding table ([`crate::bounds::check_id_tensor`]).
     pub fn embed(&self, ids: &Tensor, image_features: Option<&Tensor>) -> Result<Tensor> {
         let ids = ids.to_device(self.device());
+        if ids.dim() != 2 {
+            return Err(MllmError::Input(format!("token ids of shape {:?}, expected [B, T]", ids.size())));
+        }
+        crate::bounds::check_id_tensor(&self.cfg, || "embed".into(), &ids)?;
         let is_img = ids.eq(self.cfg.image_token_id);
         let n_img = is_img.sum(Kind::Int64).int64_value(&[]);
         let e = self.language_model.embed(&ids.masked_fill(&is_img, 0));
@@ -183,7 +190,7 @@ impl Llava {
             None => Err(MllmError::Input(format!("{n_img} image tokens in the input but no image"))),
             Some(f) => {
                 let d = e.size()[2];
-                let f = f.reshape([-1, d]);
+                let f = f.f_reshape([-1, d])?;
                 if f.size()[0] != n_img {
                     return Err(MllmError::Input(format!(
                         "{n_img} image tokens in the input but {} image feature vectors",
@@ -203,7 +210,7 @@ impl Llava {
 
     /// [`Self::forward`] with a training flag (LoRA dropout).
     pub fn forward_t(&self, ids: &Tensor, pixel_values: Option<&Tensor>, key_valid: Option<&Tensor>, train: bool) -> Result<Tensor> {
-        let feats = pixel_values.map(|p| self.encode_images(p, train));
+        let feats = pixel_values.map(|p| self.encode_images(p, train)).transpose()?;
         let e = self.embed(ids, feats.as_ref())?;
         Ok(self.logits_from_embeds(&e, key_valid, None, train))
     }

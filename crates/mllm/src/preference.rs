@@ -5,7 +5,7 @@
 //! benchmarking), and — with [`LlavaPreference::share_prefix`] — the shared prompt prefix
 //! (system prompt, image tokens, first human turn: identical across the K responses) run through
 //! the language model once per example, the K continuations attending to its keys/values.
-use crate::conversation::ChatTokenizer;
+use crate::conversation::{ChatTokenizer, Encoded};
 use crate::error::MllmError;
 use crate::image_processor::ImageProcessor;
 use crate::llava::Llava;
@@ -22,7 +22,13 @@ pub struct LlavaPreference {
     pub tokenizer: ChatTokenizer,
     pub images: ImageProcessor,
     /// Truncate each conversation's tail to this many tokens (never inside the image span).
+    /// Without it a conversation longer than the model's context is refused
+    /// ([`crate::bounds::check_length`]).
     pub max_len: Option<usize>,
+    /// Refuse a micro-batch whose estimated activation memory
+    /// ([`crate::bounds::activation_bytes`]) exceeds this many bytes (`--max-batch-memory`);
+    /// `None` (the default): only the context bound applies.
+    pub memory_budget: Option<u64>,
     /// Encode each example's image once and share it across its K responses (default `true`).
     pub share_image_encoding: bool,
     /// Run each example's common token prefix through the language model once and the K
@@ -56,7 +62,7 @@ pub struct LlavaBatch {
 impl LlavaPreference {
     /// Wrap a model; `share_image_encoding` on, no truncation.
     pub fn new(model: Llava, tokenizer: ChatTokenizer, images: ImageProcessor) -> Self {
-        Self { model, tokenizer, images, max_len: None, share_image_encoding: true, share_prefix: true, grad_checkpoint: false }
+        Self { model, tokenizer, images, max_len: None, memory_budget: None, share_image_encoding: true, share_prefix: true, grad_checkpoint: false }
     }
 
     fn turns(ex: &PreferenceExample, k: usize) -> Result<Vec<String>, MllmError> {
@@ -77,6 +83,76 @@ impl LlavaPreference {
         }
         Ok(out)
     }
+
+    /// What encoding an example needs, borrowed from `self` (all of it `Sync`, unlike the model's
+    /// tensors, so [`PreferenceModel::check_examples`] can encode examples in parallel).
+    fn encoder(&self) -> Encoder<'_> {
+        Encoder {
+            tokenizer: &self.tokenizer,
+            cfg: &self.model.cfg,
+            max_len: self.max_len,
+            memory_budget: self.memory_budget,
+            elem_bytes: crate::bounds::elem_bytes(self.model.kind()),
+            grad_checkpoint: self.grad_checkpoint,
+        }
+    }
+
+    /// Preprocesses `ex`'s image and checks it against the vision tower's input size.
+    fn pixels(&self, ex: &PreferenceExample, path: &std::path::Path) -> Result<Tensor, MllmError> {
+        let px = self
+            .images
+            .preprocess_file(path)
+            .map_err(|e| MllmError::Input(format!("example {}: {e}", ex.id)))?;
+        crate::bounds::check_pixels(&self.model.cfg, || format!("example {}: image {}", ex.id, path.display()), &px.unsqueeze(0))?;
+        Ok(px)
+    }
+}
+
+/// See [`LlavaPreference::encoder`].
+struct Encoder<'a> {
+    tokenizer: &'a ChatTokenizer,
+    cfg: &'a crate::config::LlavaConfig,
+    max_len: Option<usize>,
+    memory_budget: Option<u64>,
+    elem_bytes: u64,
+    grad_checkpoint: bool,
+}
+
+impl Encoder<'_> {
+    /// The K encoded conversations of `ex` and whether they have an image, each checked against
+    /// the model ([`crate::bounds`]): ids inside the vocabulary, length inside the context, the
+    /// K rows inside the memory budget.
+    fn example(&self, ex: &PreferenceExample, k: usize) -> Result<(Vec<Encoded>, bool), MllmError> {
+        let mut rows = Vec::with_capacity(k);
+        let mut n_images = None;
+        for lvl in 0..k {
+            let what = || format!("example {}: response {lvl}", ex.id);
+            let e = self
+                .tokenizer
+                .encode(&LlavaPreference::turns(ex, lvl)?, self.max_len)
+                .map_err(|e| MllmError::Input(format!("{}: {e}", what())))?;
+            crate::bounds::check_length(self.cfg, what, e.ids.len(), self.max_len)?;
+            crate::bounds::check_ids(self.cfg, what, &e.ids)?;
+            if e.images > 1 {
+                return Err(MllmError::Input(format!("example {}: more than one <image> per conversation", ex.id)));
+            }
+            if *n_images.get_or_insert(e.images) != e.images {
+                return Err(MllmError::Input(format!("example {}: responses disagree on the <image> placeholder", ex.id)));
+            }
+            rows.push(e);
+        }
+        let has_image = n_images.unwrap_or(0) == 1;
+        if has_image && ex.image.is_none() {
+            return Err(MllmError::Input(format!("example {}: <image> in the text but no image", ex.id)));
+        }
+        let t = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+        self.check_memory(|| format!("example {}", ex.id), rows.len(), t)?;
+        Ok((rows, has_image))
+    }
+
+    fn check_memory(&self, what: impl FnOnce() -> String, rows: usize, tokens: usize) -> Result<(), MllmError> {
+        crate::bounds::check_memory(self.cfg, self.elem_bytes, self.grad_checkpoint, self.memory_budget, what, rows, tokens)
+    }
 }
 
 impl PreferenceModel for LlavaPreference {
@@ -96,29 +172,19 @@ impl PreferenceModel for LlavaPreference {
             if ex.levels() != k {
                 return Err(MllmError::Input(format!("example {}: {} levels, the batch has {k}", ex.id, ex.levels())));
             }
-            let mut n_images = None;
-            for lvl in 0..k {
-                let e = self.tokenizer.encode(&Self::turns(ex, lvl)?, self.max_len).map_err(|e| {
-                    MllmError::Input(format!("example {}: response {lvl}: {e}", ex.id))
-                })?;
-                if e.images > 1 {
-                    return Err(MllmError::Input(format!("example {}: more than one <image> per conversation", ex.id)));
-                }
-                if *n_images.get_or_insert(e.images) != e.images {
-                    return Err(MllmError::Input(format!("example {}: responses disagree on the <image> placeholder", ex.id)));
-                }
-                rows.push(e);
-            }
-            match (n_images.unwrap_or(0), &ex.image) {
-                (1, Some(path)) => {
+            let (enc, has_image) = self.encoder().example(ex, k)?;
+            rows.extend(enc);
+            match (has_image, &ex.image) {
+                (true, Some(path)) => {
                     image_index.push(Some(pixels.len() as i64));
-                    pixels.push(self.images.preprocess_file(path)?);
+                    pixels.push(self.pixels(ex, path)?);
                 }
-                (1, None) => return Err(MllmError::Input(format!("example {}: <image> in the text but no image", ex.id))),
                 _ => image_index.push(None),
             }
         }
         let t = rows.iter().map(|r| r.ids.len()).max().expect("non-empty");
+        let ids_of = || examples.iter().map(|e| e.id.as_str()).collect::<Vec<_>>().join(", ");
+        self.encoder().check_memory(|| format!("the micro-batch of examples {}", ids_of()), rows.len(), t)?;
         let pad = self.model.cfg.text.pad_token_id.unwrap_or(0).max(0);
         let (mut ids, mut valid, mut w, mut resp) = (vec![], vec![], vec![], vec![]);
         for r in &rows {
@@ -146,13 +212,34 @@ impl PreferenceModel for LlavaPreference {
         })
     }
 
+    /// Encodes every example once (in parallel) before training: a conversation longer than the
+    /// context, a token outside the vocabulary or an unreadable image fails the run at once,
+    /// naming the example, instead of at the step that reaches it.
+    fn check_examples(&self, examples: &[PreferenceExample]) -> Result<(), MllmError> {
+        use rayon::prelude::*;
+        let (enc, images) = (self.encoder(), &self.images);
+        let results: Vec<Result<(), MllmError>> = examples
+            .par_iter()
+            .map(|ex| {
+                let (_, has_image) = enc.example(ex, ex.levels())?;
+                if let (true, Some(path)) = (has_image, &ex.image) {
+                    let what = || format!("example {}: image {}", ex.id, path.display());
+                    let (w, h) = image::image_dimensions(path).map_err(|e| MllmError::Input(format!("{}: {e}", what())))?;
+                    images.check_dimensions(what, w, h)?;
+                }
+                Ok(())
+            })
+            .collect();
+        results.into_iter().collect()
+    }
+
     fn batch_len(&self, batch: &LlavaBatch) -> usize {
         batch.b
     }
 
     fn response_logps(&self, batch: &LlavaBatch, levels: Range<usize>, train: bool) -> Result<ResponseLogps, MllmError> {
         let rows = self.rows(batch, &levels)?;
-        let feats = self.image_features(batch, &rows, train);
+        let feats = self.image_features(batch, &rows, train)?;
         let embeds = self.model.embed(&rows.ids, feats.as_ref())?;
         let plan = if self.share_prefix { self.prefix_plan(&rows, batch.b)? } else { None };
         let sum = match &plan {
@@ -331,13 +418,13 @@ impl LlavaPreference {
     }
 
     /// Projected image features of the rows that have an image, in row order.
-    fn image_features(&self, batch: &LlavaBatch, rows: &Rows, train: bool) -> Option<Tensor> {
-        let (px, idx) = self.image_inputs(batch, rows)?;
-        let f = self.model.encode_images(&px, train);
-        Some(match idx {
+    fn image_features(&self, batch: &LlavaBatch, rows: &Rows, train: bool) -> Result<Option<Tensor>, MllmError> {
+        let Some((px, idx)) = self.image_inputs(batch, rows) else { return Ok(None) };
+        let f = self.model.encode_images(&px, train)?;
+        Ok(Some(match idx {
             Some(i) => f.index_select(0, &i),
             None => f,
-        })
+        }))
     }
 
     /// The shared-prefix split of `L·B` rows.

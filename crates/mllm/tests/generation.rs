@@ -53,7 +53,7 @@ fn kv_cache_decoding_equals_full_forward() {
     let ids_t = Tensor::from_slice(&all).unsqueeze(0);
     tch::no_grad(|| {
         let full = m.forward(&ids_t, Some(&t["pixel_values_pad"]), None).unwrap();
-        let feats = m.encode_images(&t["pixel_values_pad"], false);
+        let feats = m.encode_images(&t["pixel_values_pad"], false).unwrap();
         let split = 40;
         let mut cache = m.new_cache();
         let e = m.embed(&ids_t.narrow(1, 0, split), Some(&feats)).unwrap();
@@ -175,7 +175,7 @@ fn preallocated_cache_equals_growing_cache() {
     let ids_t = Tensor::from_slice(&all).unsqueeze(0).repeat([2, 1]);
     let n_layers = m.cfg.text.num_hidden_layers;
     tch::no_grad(|| {
-        let feats = m.encode_images(&Tensor::cat(&[&t["pixel_values_pad"], &t["pixel_values_pad"]], 0), false);
+        let feats = m.encode_images(&Tensor::cat(&[&t["pixel_values_pad"], &t["pixel_values_pad"]], 0), false).unwrap();
         let split = 40;
         let run = |mut cache: mllm::llama::KvCache| {
             let e = m.embed(&ids_t.narrow(1, 0, split), Some(&feats)).unwrap();

@@ -73,6 +73,7 @@ impl<M: PreferenceModel> Trainer<M> {
             )));
         }
         policy.set_round_weight(cfg.round_weight)?;
+        policy.check_examples(&examples).map_err(MdpoError::model)?;
         if let Reference::Model(r) = &mut reference {
             r.set_round_weight(cfg.round_weight)?;
             if r.encoding_fingerprint() != policy.encoding_fingerprint() {

@@ -79,7 +79,7 @@ impl LlavaPreference {
                 }));
                 vec![vt.encoder_input(px)]
             }
-            _ => bridge(self.image_features(batch, &rows, train).as_ref()),
+            _ => bridge(self.image_features(batch, &rows, train)?.as_ref()),
         };
         let n_layers = lm.layers.len();
         let (cos, sin, mask) = (&cont.0, &cont.1, &cont.2);
