@@ -31,7 +31,10 @@ fn nccl_group_reaches_libtorch_cuda_or_says_why_not() {
     match result {
         Ok(_) => assert!(tch::Cuda::is_available(), "an NCCL group without a GPU"),
         Err(CollectiveError::Rendezvous { cause, .. }) => {
-            assert!(!tch::Cuda::is_available(), "NCCL failed with a GPU present: {cause}");
+            assert!(
+                !tch::Cuda::is_available(),
+                "NCCL failed with a GPU present: {cause}"
+            );
             assert!(cause.contains("nccl process group"), "{cause}");
             eprintln!("no GPU, as expected: {cause}");
         }
