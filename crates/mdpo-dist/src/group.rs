@@ -158,7 +158,7 @@ fn create(config: &DistConfig, store: &Store) -> Result<*mut ffi::AmpGroup, Crea
             {
                 // SAFETY: live store, out-pointer.
                 ffi::check(unsafe { ffi::amp_c10d_nccl_new(store.raw, rank, world, ms, &mut raw) })
-                    .map_err(Created::Failed)?;
+                    .map_err(|e| Created::Failed(e.0))?;
             }
             #[cfg(not(amp_nccl))]
             {
