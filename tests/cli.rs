@@ -3,59 +3,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn fixtures() -> PathBuf {
-    let dir = std::env::var("AMP_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/oracle-fixtures")));
-    let llava = dir.join("llava");
-    assert!(
-        llava.join("hf/config.json").exists(),
-        "fixtures missing: run `bash scripts/test.sh` (or $AMP_PYTHON tests/oracles/gen_llava.py {})",
-        llava.display()
-    );
-    llava
-}
+mod common;
+use common::{fixtures, write_amp_file};
+
 
 fn amp(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_amp")).args(args).output().expect("run amp")
 }
 
-fn conv(a1: &str, a2: &str) -> serde_json::Value {
-    serde_json::json!([
-        {"from": "human", "value": "<image>\nWhat is in the picture?"},
-        {"from": "gpt", "value": a1},
-        {"from": "human", "value": "What colour is it?"},
-        {"from": "gpt", "value": a2},
-    ])
-}
 
-/// `image` copied next to the data file `data`, its data root (`amp train`/`sft` read images only
-/// under it unless told otherwise).
-fn in_data_root(data: &Path, image: &Path) -> PathBuf {
-    let dir = data.parent().unwrap();
-    if !image.is_file() || image.parent() == Some(dir) {
-        return image.to_path_buf();
-    }
-    let to = dir.join(image.file_name().unwrap());
-    std::fs::copy(image, &to).unwrap();
-    to
-}
 
-fn write_amp_file(path: &Path, image: &Path, n: usize) {
-    let image = &in_data_root(path, image);
-    let rows: Vec<_> = (0..n)
-        .map(|i| {
-            serde_json::json!({
-                "id": format!("ex{i}"),
-                "image": image,
-                "output_1": conv("a red cat", "red"),
-                "output_2": conv("a cat and a dog", "blue"),
-                "output_3": conv("three dogs on a car", "green"),
-            })
-        })
-        .collect();
-    std::fs::write(path, serde_json::to_string(&rows).unwrap()).unwrap();
-}
 
 #[test]
 fn world_writes_every_file_the_pipeline_reads() {

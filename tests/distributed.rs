@@ -6,18 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn fixtures() -> PathBuf {
-    let dir = std::env::var("AMP_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/oracle-fixtures")));
-    let llava = dir.join("llava");
-    assert!(
-        llava.join("hf/config.json").exists(),
-        "fixtures missing: run `bash scripts/test.sh` (or $AMP_PYTHON tests/oracles/gen_llava.py {})",
-        llava.display()
-    );
-    llava
-}
+mod common;
+use common::{conv, fixtures, in_data_root};
+
 
 /// The `amp` binary; `AMP_TEST_BIN` overrides it (a copy, when a shared target directory may be
 /// rebuilt by another checkout while the tests run).
@@ -27,28 +18,7 @@ fn amp(args: &[String]) {
     assert!(o.status.success(), "amp {args:?}:\n{}", String::from_utf8_lossy(&o.stderr));
 }
 
-fn conv(a1: &str, a2: &str) -> serde_json::Value {
-    serde_json::json!([
-        {"from": "human", "value": "<image>\nWhat is in the picture?"},
-        {"from": "gpt", "value": a1},
-        {"from": "human", "value": "What colour is it?"},
-        {"from": "gpt", "value": a2},
-    ])
-}
 
-/// 5 K = 3 preference records with different answers (an odd count: the last step of each epoch
-/// is short and rank 1 gets no micro-batch).
-/// `image` copied next to the data file `data`, its data root (`amp train`/`sft` read images only
-/// under it unless told otherwise).
-fn in_data_root(data: &Path, image: &Path) -> PathBuf {
-    let dir = data.parent().unwrap();
-    if !image.is_file() || image.parent() == Some(dir) {
-        return image.to_path_buf();
-    }
-    let to = dir.join(image.file_name().unwrap());
-    std::fs::copy(image, &to).unwrap();
-    to
-}
 
 fn write_amp_file(path: &Path, image: &Path) {
     let image = &in_data_root(path, image);

@@ -9,7 +9,11 @@ pub fn fixtures() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/oracle-fixtures")));
     let llava = dir.join("llava");
-    assert!(llava.join("hf/config.json").exists(), "fixtures missing: run `bash scripts/test.sh`");
+    assert!(
+        llava.join("hf/config.json").exists(),
+        "fixtures missing: run `bash scripts/test.sh` (or $AMP_PYTHON tests/oracles/gen_llava.py {})",
+        llava.display()
+    );
     llava
 }
 
@@ -26,16 +30,18 @@ pub fn in_data_root(data: &Path, image: &Path) -> PathBuf {
     to
 }
 
+/// A two-round LLaVA conversation about the fixture image with answers `a1`, `a2`.
+pub fn conv(a1: &str, a2: &str) -> serde_json::Value {
+    serde_json::json!([
+        {"from": "human", "value": "<image>\nWhat is in the picture?"}, {"from": "gpt", "value": a1},
+        {"from": "human", "value": "What colour is it?"}, {"from": "gpt", "value": a2},
+    ])
+}
+
 /// An AMP training file (K = 3, two rounds) of `n` examples on `image` (copied into the data
 /// root, [`in_data_root`]).
 pub fn write_amp_file(path: &Path, image: &Path, n: usize) {
     let image = &in_data_root(path, image);
-    let conv = |a1: &str, a2: &str| {
-        serde_json::json!([
-            {"from": "human", "value": "<image>\nWhat is in the picture?"}, {"from": "gpt", "value": a1},
-            {"from": "human", "value": "What colour is it?"}, {"from": "gpt", "value": a2},
-        ])
-    };
     let rows: Vec<_> = (0..n)
         .map(|i| {
             serde_json::json!({"id": format!("ex{i}"), "image": image, "output_1": conv("a red cat", "red"),
