@@ -140,7 +140,7 @@ fn main() {
     }
     let (p, r) = (tp as f64 / n_pred as f64, tp as f64 / n_gold as f64);
     println!(
-        "{set}: P {p:.3} R {r:.3} F1 {:.3} {counts:?}",
+        "{set}: P {p:.3} R {r:.3} F1 {:.3} (tp {tp}, spaCy {n_gold}, ours {n_pred}) {counts:?}",
         2.0 * p * r / (p + r)
     );
 }

@@ -51,6 +51,15 @@
 //! 18. An `-s` word after a singular noun and before *and* + a verb is a verb: "The dog jumps and
 //!     catches the frisbee".
 //! 19. "next door" is an adverb (spaCy makes no noun chunk of it).
+//! 20. **The main verb after a non-restrictive relative clause**: in a sentence without another
+//!     main verb, the word right after the comma that closes ", who/which ...," is the verb when
+//!     it agrees with the subject before the clause: "The children, who are wearing uniforms,
+//!     line up in front of the school".
+//! 21. An irregular verb whose participle is its base form ([`SAME_PARTICIPLE`]: "cut", "set",
+//!     ...) is a participle, not rule 7's compound, before a preposition other than *of*: "A
+//!     sandwich cut in half" (but "a bus stop in the rain" and "a cut of meat").
+//! 22. "o'clock", which the tokenizer splits into `o ' clock`, is one noun after a number: "shows
+//!     ten o'clock" (Penn tags it RB; as an object it heads a noun phrase).
 
 /// Subordinating words Penn tags IN that never start a prepositional phrase.
 pub const SUBORDINATORS: &[&str] = &[
@@ -74,6 +83,11 @@ const AUX: &[&str] = &[
 const SPATIAL: &[&str] = &[
     "up", "down", "past", "across", "along", "over", "around", "through", "behind", "inside",
     "outside", "near", "off",
+];
+
+/// Irregular verbs whose past participle is their base form (rule 21).
+const SAME_PARTICIPLE: &[&str] = &[
+    "cut", "set", "put", "hit", "split", "spread", "shut", "let", "cast", "burst",
 ];
 
 /// Plural nouns Penn tags NN or that do not end in `-s`.
@@ -173,6 +187,18 @@ pub fn retag(tokens: &[String], tags: &mut [String]) {
                 || is_preposition(tokens, tags, i + 1))
         {
             tags[i] = "NN".into();
+        }
+        // 21. a noun + an irregular participle equal to its base form + a preposition (not
+        //     "of"): the participle ("A sandwich cut in half"); checked before rule 7 turns it
+        //     into a compound
+        if i > 0
+            && matches!(tags[i].as_str(), "VB" | "VBP" | "VBD" | "VBN" | "NN")
+            && SAME_PARTICIPLE.contains(&lower[i].as_str())
+            && is_noun(&tags[i - 1])
+            && is_preposition(tokens, tags, i + 1)
+            && lower[i + 1] != "of"
+        {
+            tags[i] = "VBN".into();
         }
         // 7. singular noun + base verb -> compound noun ("the bus stop", "a glass stand")
         if i > 0
@@ -301,6 +327,22 @@ pub fn retag(tokens: &[String], tags: &mut [String]) {
             tags[i - 1] = "RB".into();
             tags[i] = "RB".into();
         }
+        // 20. the word after ", who/which ... ," is the main verb when it agrees with the
+        //     subject ("The children, who are wearing uniforms, line up")
+        if let Some(verb) = verb_after_relative(tokens, &lower, tags, i) {
+            tags[i] = verb.into();
+        }
+        // 22. "o ' clock" after a number is one noun ("ten o'clock")
+        if i >= 3
+            && lower[i] == "clock"
+            && tokens[i - 1] == "'"
+            && lower[i - 2] == "o"
+            && tags[i - 3] == "CD"
+        {
+            for t in &mut tags[i - 2..=i] {
+                *t = "NN".into();
+            }
+        }
     }
     // 6. the main verb inside a noun compound, per clause
     let mut start = 0;
@@ -315,6 +357,43 @@ pub fn retag(tokens: &[String], tags: &mut [String]) {
             }
             start = k;
         }
+    }
+}
+
+/// Rule 20: the verb tag for token `i` when it directly follows the comma closing a
+/// non-restrictive relative clause (", who/which ... ,") after a simple subject noun phrase, no
+/// finite verb follows, and it agrees with the subject (a base form after a plural, an `-s`
+/// form after a singular).
+fn verb_after_relative(
+    tokens: &[String],
+    lower: &[String],
+    tags: &[String],
+    i: usize,
+) -> Option<&'static str> {
+    if i < 4 || tags[i - 1] != "," || !matches!(tags[i].as_str(), "NN" | "NNS" | "VB") {
+        return None;
+    }
+    // the opening ", who" / ", which", with no comma in between
+    let open = (1..i - 2)
+        .rev()
+        .take_while(|&k| tags[k + 1] != ",")
+        .find(|&k| tags[k] == "," && matches!(lower[k + 1].as_str(), "who" | "which"))?;
+    let subj = open - 1;
+    if !is_noun(&tags[subj])
+        || !(0..subj).all(|k| {
+            matches!(
+                tags[k].as_str(),
+                "DT" | "PRP$" | "CD" | "JJ" | "JJR" | "JJS"
+            ) || is_noun(&tags[k])
+        })
+        || tags[i + 1..].iter().any(|t| is_finite(t))
+    {
+        return None;
+    }
+    if plural(&tokens[subj], &tags[subj]) {
+        (tags[i] != "NNS" && !third_singular(&lower[i])).then_some("VBP")
+    } else {
+        (tags[i] == "NNS" && third_singular(&lower[i])).then_some("VBZ")
     }
 }
 
@@ -519,6 +598,37 @@ mod tests {
             "DT NN VBZ CC VBZ"
         );
         assert_eq!(run("lives next door", "VBZ JJ NN"), "VBZ RB RB");
+        assert_eq!(
+            run(
+                "The children , who are wearing uniforms , line up in",
+                "DT NNS , WP VBP VBG NNS , NN IN IN"
+            ),
+            "DT NNS , WP VBP VBG NNS , VBP IN IN"
+        );
+        assert_eq!(
+            run(
+                "The dog , which is old , sleeps on",
+                "DT NN , WDT VBZ JJ , NNS IN"
+            ),
+            "DT NN , WDT VBZ JJ , VBZ IN"
+        );
+        // ... not when a finite verb follows ("..., tree branches are ...")
+        assert_eq!(
+            run(
+                "The children , who are young , cake pieces are",
+                "DT NNS , WP VBP JJ , NN NNS VBP"
+            ),
+            "DT NNS , WP VBP JJ , NN NNS VBP"
+        );
+        assert_eq!(
+            run("A sandwich cut in half", "DT NN VB IN NN"),
+            "DT NN VBN IN NN"
+        );
+        assert_eq!(run("a cut of meat", "DT VB IN NN"), "DT NN IN NN");
+        assert_eq!(
+            run("shows ten o ' clock .", "VBZ CD IN POS NN ."),
+            "VBZ CD NN NN NN ."
+        );
         // rule 6: after a regular plural, the -s word is the verb
         assert_eq!(
             run(
