@@ -12,7 +12,11 @@
 # (b) a random-weight model built directly on the device in bf16 (7B: CLIP ViT-L/14-336, 576 image
 #     tokens, 32 layers x 4096, vocab 32000), an MDPO K = 4 step at micro-batch 2 with 300-token
 #     answers, LoRA r 64 and checkpointing: seconds per step, peak memory, model FLOPs utilisation;
-# (c) decode tokens/s at batch 1 and 16 (examples/gpu_check.rs).
+# (c) decode tokens/s at batch 1 and 16 (examples/gpu_check.rs);
+# (d) where the machine has two or more GPUs: data parallel over NCCL, `amp train --nproc 2
+#     --device cuda` (and `amp sft`) against one GPU with gradient accumulation 2 on the tiny
+#     fixture (tests/distributed.rs, nccl_world_2_matches_one_gpu_with_accumulation_2). With one
+#     GPU, or in --cpu mode, (d) runs the same comparison over Gloo on 2 CPU ranks instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=gpu
@@ -43,6 +47,7 @@ log="$(mktemp)"
 echo "gpu-check ($mode): building" >&2
 cargo test -q -p mllm --test device --no-run 2>&1 | tail -20 >&2
 cargo build -q --example gpu_check 2>&1 | tail -20 >&2
+cargo test -q --test distributed --no-run 2>&1 | tail -20 >&2
 tb=$(date +%s)
 echo "gpu-check ($mode): (a) device tests" >&2
 if AMP_TEST_DEVICE="$dev" cargo test -q -p mllm --test device -- --nocapture --test-threads 1 >"$log" 2>&1; then
@@ -54,6 +59,22 @@ ta=$(date +%s)
 echo "gpu-check ($mode): (b) MDPO step, (c) decode" >&2
 rows="$(cargo run -q --example gpu_check -- --shape "$shape" --device "$dev" --steps "$steps" --warmup "$warmup" --answer-tokens "$answer" --decode-tokens "$decode")"
 tc=$(date +%s)
+gpus=0
+if [ "$mode" = gpu ]; then gpus=$(nvidia-smi -L | grep -c '^GPU' || true); fi
+dlog="$(mktemp)"
+if [ "$gpus" -ge 2 ]; then
+  echo "gpu-check ($mode): (d) NCCL, 2 ranks on 2 of $gpus GPUs" >&2
+  d_what="NCCL, 2 GPUs"; d_filter=nccl_world_2
+else
+  echo "gpu-check ($mode): (d) $gpus GPU(s): data parallel over Gloo on 2 CPU ranks" >&2
+  d_what="Gloo, 2 CPU ranks ($gpus GPU(s): NCCL not run)"; d_filter=world_2_matches_one_process
+fi
+if AMP_TEST_DEVICE="$dev" cargo test -q --test distributed "$d_filter" -- --nocapture --test-threads 1 >"$dlog" 2>&1; then
+  d_result="pass ($(grep -o 'max abs difference [^ ]*' "$dlog" | sed 's/max abs difference //' | paste -sd' ' -))"
+else
+  d_result="FAIL (see the log below)"
+fi
+td=$(date +%s)
 {
   echo "# GPU check ($mode, $(date -u +%Y-%m-%dT%H:%MZ))"
   echo
@@ -63,12 +84,18 @@ tc=$(date +%s)
   echo "|---|---|---|"
   echo "| (a) device tests: bf16 vs f32 parity, greedy parity, MDPO + SFT LoRA steps | $a_result | AMP_TEST_DEVICE=$dev, $((ta - tb)) s |"
   echo "$rows"
-  echo "| wall time | $((tc - t0)) s | build $((tb - t0)) s, tests $((ta - tb)) s, (b)+(c) $((tc - ta)) s |"
+  echo "| (d) data parallel, world 2 vs accumulation 2 (max abs diff of the adapters, MDPO then SFT) | $d_result | $d_what, $((td - tc)) s |"
+  echo "| wall time | $((td - t0)) s | build $((tb - t0)) s, tests $((ta - tb)) s, (b)+(c) $((tc - ta)) s, (d) $((td - tc)) s |"
   echo
   echo '(a) output:'
   echo '```'
   grep -E "bf16|transformers|test result|panicked|FAILED" "$log" || true
   echo '```'
+  echo
+  echo '(d) output:'
+  echo '```'
+  grep -E "max abs|skipped|test result|panicked|FAILED|differ" "$dlog" || true
+  echo '```'
 } | tee "$out"
-rm -f "$log"
-[ "$a_result" = pass ]
+rm -f "$log" "$dlog"
+[ "$a_result" = pass ] && [ "${d_result%% *}" = pass ]
