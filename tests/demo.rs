@@ -118,6 +118,7 @@ fn check_gates(r: &DemoReport, run: &std::path::Path) {
     assert_eq!(pool.len(), r.config.experts.len());
     let mut sums = vec![0usize; pool.len() + 1];
     let mut flips = vec![(0usize, 0usize); pool.len()];
+    let mut right = vec![(0usize, 0usize); pool.len()];
     for row in &rows {
         let scene = scenes.get(&row.image).unwrap();
         let mut convs = vec![row.standard.clone()];
@@ -130,6 +131,10 @@ fn check_gates(r: &DemoReport, run: &std::path::Path) {
             for r in 0..yn[0].len() {
                 if yn[0][r].is_none() {
                     continue;
+                }
+                if let Some(a) = yn[k + 1].get(r).copied().flatten() {
+                    right[k].1 += 1;
+                    right[k].0 += usize::from(Some(a) == yn[0][r]);
                 }
                 match (yn[k].get(r).copied().flatten(), yn[k + 1].get(r).copied().flatten()) {
                     (Some(true), Some(false)) => flips[k].0 += 1,
@@ -145,6 +150,12 @@ fn check_gates(r: &DemoReport, run: &std::path::Path) {
     assert_eq!(g.level_means[0].1, 0.0, "the standard responses are true");
     for (k, f) in g.flips.iter().enumerate() {
         assert_eq!((f.upper_yes, f.upper_no), flips[k], "{} > {}", f.upper, f.lower);
+    }
+    for (k, (name, acc, n)) in g.yes_no_accuracy.iter().enumerate() {
+        assert_eq!((name, *n), (&pool[k], right[k].1));
+        if *n > 0 {
+            assert!((acc - right[k].0 as f64 / *n as f64).abs() < 1e-12, "{name}");
+        }
     }
     for (k, d) in g.gaps.iter().enumerate() {
         assert!((d - (g.level_means[k + 2].1 - g.level_means[k + 1].1)).abs() < 1e-12);

@@ -31,7 +31,7 @@ pub(super) fn tower_stage(run: &mut DemoRun, world: &WorldData) -> Result<Tower>
     let mut tower_report = None;
     let tower_dir = paths.root.join("models").join("tower");
     if let Some(t) = &cfg.tower {
-        let key = (&cfg.world, t);
+        let key = ((&cfg.world, amp_world::GENERATOR_VERSION), t);
         st.run("tower", &key, &[tower_dir.join(tower::WEIGHTS)], |_| {
             let ids = |split: amp_world::Split| (0..world.len(split)).map(|i| World::id(split, i)).collect::<Vec<_>>();
             let r = tower::train(&paths.world(), &cfg.world, scenes, &ids(amp_world::Split::Train), &ids(amp_world::Split::Bench), t, 7, &tower_dir)?;
@@ -51,8 +51,8 @@ pub(super) fn tower_stage(run: &mut DemoRun, world: &WorldData) -> Result<Tower>
 /// trained from scratch but for the frozen tower by `mdpo`'s SFT trainer — LLaVA stage 1 on the
 /// captions (when configured), then stage 2 instruction tuning on `world/train.json`. Writes
 /// `<run>/models/<name>/model` (the caption model under `captions/`, the trainer's checkpoints
-/// under `sft/`). Keyed by the world, the expert, its schedule and the keys of the tower and
-/// caption stages. Returns the instruction-tuning examples (IG trains on them too).
+/// under `sft/`). Keyed by the world, the expert (its name seeds it; its schedule included) and the keys of the
+/// tower and caption stages. Returns the instruction-tuning examples (IG trains on them too).
 pub(super) fn expert_stages(run: &mut DemoRun, world: &WorldData, tower: &Tower) -> Result<Vec<PreferenceExample>> {
     let (cfg, paths, st) = run.parts();
     let (vocab, tower_path) = (world.vocab, &tower.dir);
@@ -61,29 +61,33 @@ pub(super) fn expert_stages(run: &mut DemoRun, world: &WorldData, tower: &Tower)
         Some(_) => sft_examples(&paths.world(), amp_world::dataset::CAPTIONS)?,
         None => Vec::new(),
     };
-    for (i, e) in cfg.experts.iter().enumerate() {
+    for e in &cfg.experts {
+        // Seeded by the expert's name, not its place in the list: adding or reordering experts
+        // leaves the others' weights (and their cached stages) as they were.
+        let i = name_seed(&e.name);
         let dir = paths.expert(&e.name);
         let scratch =
             engine::Init::Scratch { spec: e.clone(), image_size: cfg.world.image_size as i64, vocab, seed: 1000 + i as i64, tower: tower_path.clone() };
         let init = match &cfg.captions {
             Some(c) => {
+                let c = &e.schedule(c);
                 let cdir = dir.join("captions");
-                let key = (&cfg.world, e, c, st.key_of("tower"));
+                let key = ((&cfg.world, amp_world::GENERATOR_VERSION), e, c, st.key_of("tower"));
                 st.run(&format!("expert {} captions", e.name), &key, &[engine::model_dir(&cdir)], |name| {
                     stage::work_dir(&cdir, &key)?;
-                    engine::train_sft(name, &scratch, &paths.tokenizer(), captions.clone(), c, 500 + i as u64, &cdir)?;
+                    engine::train_sft(name, &scratch, &paths.tokenizer(), captions.clone(), c, 3000 + i as u64, &cdir)?;
                     Ok(())
                 })?;
                 engine::Init::From(engine::model_dir(&cdir))
             }
             None => scratch,
         };
-        let key = (&cfg.world, e, &cfg.sft, st.key_of("tower"), st.key_of(&format!("expert {} captions", e.name)));
+        let key = ((&cfg.world, amp_world::GENERATOR_VERSION), e, &cfg.sft, st.key_of("tower"), st.key_of(&format!("expert {} captions", e.name)));
         st.run(&format!("expert {}", e.name), &key, &[engine::model_dir(&dir)], |name| {
             // The work dir holds the trainer's checkpoints; the caption stage's model stays.
             let work = dir.join("sft");
             stage::work_dir(&work, &key)?;
-            engine::train_sft(name, &init, &paths.tokenizer(), train.clone(), &cfg.sft, 1000 + i as u64, &work)?;
+            engine::train_sft(name, &init, &paths.tokenizer(), train.clone(), &e.schedule(&cfg.sft), 1000 + i as u64, &work)?;
             let from = engine::model_dir(&work);
             let to = engine::model_dir(&dir);
             if to.exists() {
@@ -94,6 +98,11 @@ pub(super) fn expert_stages(run: &mut DemoRun, world: &WorldData, tower: &Tower)
         })?;
     }
     Ok(train)
+}
+
+/// A seed offset from an expert's name (FNV-1a, folded below 1000).
+fn name_seed(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) % 1000
 }
 
 /// The experts on the benchmark: the premise of Multi-size Expert Generation.
@@ -167,7 +176,7 @@ pub(super) fn ig_experts(run: &mut DemoRun, world: &WorldData, tower: &Tower, tr
     let base_spec = cfg.experts.iter().find(|e| e.name == cfg.base).expect("validated").clone();
     let pre_steps = ((cfg.sft.steps as f64) * cfg.ig_pretrain_fraction).ceil() as usize;
     let pre_spec = TrainSpec { steps: pre_steps.max(1), ..cfg.sft.clone() };
-    let key = (&cfg.world, &base_spec, &pre_spec, n_pre);
+    let key = ((&cfg.world, amp_world::GENERATOR_VERSION), &base_spec, &pre_spec, n_pre);
     st.run("ig pretrain", &key, &[engine::model_dir(&m0)], |name| {
         stage::work_dir(&m0, &key)?;
         let init = engine::Init::Scratch { spec: base_spec.clone(), image_size: cfg.world.image_size as i64, vocab, seed: 2000, tower: tower_path.clone() };

@@ -68,6 +68,10 @@ pub struct Gates {
     pub graded: bool,
     pub flips: Vec<Flips>,
     pub flips_balanced: bool,
+    /// (level, share of the yes/no rounds answered as the standard answers, rounds answered),
+    /// standard excluded: levels at chance here make every flip noise (reported, not gated).
+    #[serde(default, deserialize_with = "triples_nan")]
+    pub yes_no_accuracy: Vec<(String, f64, usize)>,
     /// (expert, [(shape, share of the shape words it used)]).
     pub shape_distribution: Vec<(String, Vec<(String, f64)>)>,
     pub passed: bool,
@@ -76,6 +80,10 @@ pub struct Gates {
 // serde_json writes NaN as null; read it back as NaN.
 fn f64_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+fn triples_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, f64, usize)>, D::Error> {
+    let v: Vec<(String, Option<f64>, usize)> = Deserialize::deserialize(d)?;
+    Ok(v.into_iter().map(|(a, b, c)| (a, b.unwrap_or(f64::NAN), c)).collect())
 }
 fn pairs_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, f64)>, D::Error> {
     let v: Vec<(String, Option<f64>)> = Deserialize::deserialize(d)?;
@@ -106,6 +114,7 @@ pub fn compute(experts: &[(String, f64, Vec<(String, f64)>)], base: &str, rows: 
     let mut sums = vec![0.0; names.len()];
     let mut n = 0usize;
     let mut flips: Vec<(usize, usize)> = vec![(0, 0); names.len() - 1];
+    let mut yes_no: Vec<(usize, usize)> = vec![(0, 0); names.len() - 1];
     for row in rows {
         let Some(scene) = scenes.get(&row.image) else { continue };
         let mut convs = vec![&row.standard];
@@ -123,6 +132,14 @@ pub fn compute(experts: &[(String, f64, Vec<(String, f64)>)], base: &str, rows: 
             *s += count_hallucinations(scene, &to_world(c)) as f64;
         }
         let yn: Vec<Vec<Option<bool>>> = convs.iter().map(|c| yes_no_answers(c)).collect();
+        for (level, acc) in yes_no.iter_mut().enumerate() {
+            for (r, truth) in yn[0].iter().enumerate() {
+                if let (Some(t), Some(a)) = (truth, yn[level + 1].get(r).copied().flatten()) {
+                    acc.1 += 1;
+                    acc.0 += usize::from(*t == a);
+                }
+            }
+        }
         for (k, f) in flips.iter_mut().enumerate() {
             // Only the rounds the standard answers yes/no (the yes/no questions).
             for (r, truth) in yn[0].iter().enumerate() {
@@ -153,6 +170,11 @@ pub fn compute(experts: &[(String, f64, Vec<(String, f64)>)], base: &str, rows: 
         })
         .collect();
     g.flips_balanced = g.flips.iter().all(|f| f.balanced);
+    g.yes_no_accuracy = names[1..]
+        .iter()
+        .zip(&yes_no)
+        .map(|(n, &(right, all))| (n.clone(), if all == 0 { f64::NAN } else { right as f64 / all as f64 }, all))
+        .collect();
     g.passed = g.falls_with_size && g.base_in_range && g.graded && g.flips_balanced;
     g
 }
@@ -197,6 +219,10 @@ pub fn lines(g: &Gates) -> Vec<String> {
             ))
             .collect::<Vec<_>>()
             .join(", ")
+    ));
+    v.push(format!(
+        "[info] yes/no rounds answered as the standard does (0.5 = chance): {}",
+        g.yes_no_accuracy.iter().map(|(n, a, k)| format!("{n} {a:.2} of {k}")).collect::<Vec<_>>().join(", ")
     ));
     v.push(format!(
         "[info] shapes named (attribute words not in the question): {}",

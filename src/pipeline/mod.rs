@@ -234,6 +234,24 @@ pub struct ModelSpec {
     pub vision_layers: usize,
     /// ViT patch size (48 px / 16 = 9 image tokens, one per grid cell).
     pub patch: i64,
+    /// Percent of the caption and dialogue schedules (steps and warm-up) this expert trains
+    /// for; absent: 100. Experts may differ in training budget as well as size (AMP §3.1.1's
+    /// experts differ in both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_percent: Option<u32>,
+}
+
+impl ModelSpec {
+    /// `t` scaled to this expert's training budget ([`ModelSpec::steps_percent`]).
+    pub fn schedule(&self, t: &TrainSpec) -> TrainSpec {
+        match self.steps_percent {
+            None | Some(100) => t.clone(),
+            Some(p) => {
+                let scale = |n: usize| ((n as u64 * p as u64).div_ceil(100)) as usize;
+                TrainSpec { steps: scale(t.steps).max(1), warmup_steps: scale(t.warmup_steps), ..t.clone() }
+            }
+        }
+    }
 }
 
 /// An optimisation schedule.

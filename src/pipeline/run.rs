@@ -107,13 +107,14 @@ pub(super) struct WorldData {
 
 /// Stage `world` (docs/demo.md): writes `<run>/world/` — scenes, images, LLaVA
 /// instruction and caption data, preference prompts, the MRHal-style benchmark, POPE probes and
-/// the BPE tokenizer ([`amp_world::World::write`]). Keyed by the world configuration; a world of
+/// the BPE tokenizer ([`amp_world::World::write`]). Keyed by the world configuration and
+/// [`amp_world::GENERATOR_VERSION`]; a world of
 /// another configuration is removed first. Returns the world, its scenes, the judge over them
 /// and the tokenizer's vocabulary size.
 pub(super) fn world_stage(run: &mut DemoRun) -> Result<WorldData> {
     let (cfg, paths, st) = run.parts();
     let world = World::new(cfg.world.clone())?;
-    st.run("world", &cfg.world, &[paths.world().join("world.json")], |_| {
+    st.run("world", &(&cfg.world, amp_world::GENERATOR_VERSION), &[paths.world().join("world.json")], |_| {
         // The stage reruns only for another configuration: the old world goes (amp-world refuses
         // to overwrite a directory holding another config).
         if paths.world().join("world.json").exists() {

@@ -44,3 +44,7 @@ pub use judge::{judge_dialogue, judge_round, mrhal_metrics, MrhalMetrics, RoundJ
 pub use pope::PopeRecord;
 pub use scene::{Cell, Colour, Object, Scene, SceneSpec, Shape, Size};
 pub use text::{Category, Qa, Turn};
+
+/// The version of the generated text: bumped whenever the same [`WorldConfig`] would write other
+/// records (a cache keyed by the configuration alone would reuse a stale world).
+pub const GENERATOR_VERSION: u32 = 1;
