@@ -235,8 +235,8 @@ pub fn ask(scene: &Scene, category: Category, yes: bool, vocab: &Vocab, rng: &mu
 
 /// A dialogue of `rounds` canonical rounds, `<image>` in the first human turn.
 ///
-/// `grounded_fraction` is the share of rounds drawn from the grounded types (existence with
-/// alternating yes/no, "What is in the <cell>?", attribute by cell, in equal parts); the rest
+/// `grounded_fraction` is the share of rounds drawn from the grounded types (existence, "What is
+/// in the <cell>?", attribute by cell, in equal parts); the rest
 /// are drawn from the six MRHal categories. With `grounded_fraction = 0` every round is one of
 /// the six categories in a shuffled order, as MRHal-Bench's dialogues are.
 pub fn dialogue(
@@ -248,14 +248,17 @@ pub fn dialogue(
 ) -> (Vec<Turn>, Vec<Category>) {
     let mut cats: Vec<Category> = Category::ALL.to_vec();
     rng.shuffle(&mut cats);
-    // Existence answers alternate yes / no from a random start: balanced in every dialogue.
-    let mut yes = rng.chance(0.5);
     let mut turns = Vec::new();
     let mut used = Vec::new();
     let mut k = 0;
     let mut tries = 0;
     while used.len() < rounds && tries < 4 * rounds + 12 {
         tries += 1;
+        // Each existence round asks about a present object with probability 1/2, independently:
+        // answers that alternated within a dialogue (as they did up to GENERATOR_VERSION 1) let
+        // a model read the second answer off the first instead of off the image, and the
+        // experts learned exactly that (docs/demo.md, "The alternation leak").
+        let yes = rng.chance(0.5);
         let qa = if rng.chance(grounded_fraction) {
             match rng.below(3) {
                 0 => existence(scene, yes, vocab, rng),
@@ -268,9 +271,6 @@ pub fn dialogue(
             ask(scene, c, yes, vocab, rng)
         };
         let Some(qa) = qa else { continue };
-        if qa.category == Category::Existence {
-            yes = !yes;
-        }
         let q = if turns.is_empty() {
             format!("{IMAGE_TOKEN}\n{}", qa.question)
         } else {
@@ -328,11 +328,14 @@ mod tests {
         let w = world();
         let v = w.config().vocab();
         let (mut yes, mut no, mut grounded, mut total) = (0, 0, 0, 0);
+        // Consecutive existence answers in one dialogue: (same as the previous, pairs).
+        let (mut same, mut pairs) = (0, 0);
         let mut forms = std::collections::BTreeSet::new();
         for i in 0..300 {
             let scene = w.scene(Split::Train, i);
             let mut rng = Rng::new(1000 + i as u64);
             let (turns, _) = dialogue(&scene, 4, 0.6, &v, &mut rng);
+            let mut previous: Option<bool> = None;
             for pair in turns.chunks(2) {
                 let q = pair[0].value.trim_start_matches("<image>\n");
                 let a = &pair[1].value;
@@ -340,7 +343,13 @@ mod tests {
                 let qa = Qa { category: Category::Description, question: q.into(), answer: a.clone() };
                 if q.starts_with("Is there") {
                     grounded += 1;
-                    if a.starts_with("Yes") { yes += 1 } else { no += 1 }
+                    let y = a.starts_with("Yes");
+                    if let Some(p) = previous {
+                        pairs += 1;
+                        same += usize::from(p == y);
+                    }
+                    previous = Some(y);
+                    if y { yes += 1 } else { no += 1 }
                 } else if is_grounded(&qa) || q.starts_with("What color") || q.starts_with("What shape") || q.starts_with("What size") {
                     grounded += 1;
                 }
@@ -354,6 +363,9 @@ mod tests {
         }
         let share = yes as f64 / (yes + no) as f64;
         assert!((0.4..=0.6).contains(&share), "yes share {share}");
+        // No alternation to read the next answer off: a repeat about as often as a change.
+        let repeat = same as f64 / pairs as f64;
+        assert!(pairs > 50 && (0.35..=0.65).contains(&repeat), "{same} repeats of {pairs}");
         assert!(grounded * 2 >= total, "{grounded}/{total} grounded");
         // Every question starts with one of the canonical leads.
         for f in &forms {

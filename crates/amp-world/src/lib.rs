@@ -46,5 +46,6 @@ pub use scene::{Cell, Colour, Object, Scene, SceneSpec, Shape, Size};
 pub use text::{Category, Qa, Turn};
 
 /// The version of the generated text: bumped whenever the same [`WorldConfig`] would write other
-/// records (a cache keyed by the configuration alone would reuse a stale world).
-pub const GENERATOR_VERSION: u32 = 1;
+/// records (a cache keyed by the configuration alone would reuse a stale world). 2: canonical
+/// existence rounds drawn yes/no independently instead of alternating within a dialogue.
+pub const GENERATOR_VERSION: u32 = 2;
