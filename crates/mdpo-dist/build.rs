@@ -21,7 +21,7 @@ fn main() {
     for f in ["shim.h", "internal.hpp", "c10d_shim.cpp", "gloo_group.cpp", "nccl_group.cpp"] {
         println!("cargo:rerun-if-changed=csrc/{f}");
     }
-    for v in ["AMP_GLOO_INCLUDE", "NCCL_INCLUDE_DIR", "CUDA_HOME", "AMP_CUDA_INCLUDE", "LIBTORCH_CXX11_ABI"] {
+    for v in ["AMP_GLOO_INCLUDE", "NCCL_INCLUDE_DIR", "CUDA_HOME", "AMP_CUDA_INCLUDE", "LIBTORCH_CXX11_ABI", "LIBTORCH_INCLUDE"] {
         println!("cargo:rerun-if-env-changed={v}");
     }
     println!("cargo:rustc-check-cfg=cfg(amp_gloo)");
@@ -32,7 +32,11 @@ fn main() {
             .expect("DEP_TCH_LIBTORCH_LIB unset: torch-sys did not report libtorch's directory"),
     );
     let root = lib.parent().expect("libtorch lib dir has a parent").to_path_buf();
-    let torch_includes = [root.join("include"), root.join("include/torch/csrc/api/include")];
+    // The headers sit next to the libraries, except where torch-sys was pointed at them
+    // separately (`LIBTORCH_INCLUDE`, as scripts/setup.sh's CPU-only install does: its `lib`
+    // is a directory of links beside the wheel's `torch/`, which holds `include/`).
+    let inc_root = env::var_os("LIBTORCH_INCLUDE").map(PathBuf::from).unwrap_or_else(|| root.clone());
+    let torch_includes = [inc_root.join("include"), inc_root.join("include/torch/csrc/api/include")];
     let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
     let base = || {
         let mut b = cc::Build::new();
