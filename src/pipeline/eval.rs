@@ -76,7 +76,7 @@ pub(super) fn evaluate(st: &mut Stages, paths: &RunPaths, cfg: &DemoConfig, worl
     let out = paths.eval(name);
     let result = out.join("result.json");
     // "v3": results since the per-item scores and question-free grounding.
-    let key = (fingerprint_dir(dir), &cfg.gen, (&cfg.world, amp_world::GENERATOR_VERSION), "v3");
+    let key = (fingerprint_dir(dir), &cfg.gen, cfg.world_key(), "v3");
     st.run(&format!("eval {name}"), &key, std::slice::from_ref(&result), |stage| {
         if out.exists() {
             std::fs::remove_dir_all(&out).map_err(io_err(&out))?;

@@ -31,7 +31,7 @@ pub(super) fn tower_stage(run: &mut DemoRun, world: &WorldData) -> Result<Tower>
     let mut tower_report = None;
     let tower_dir = paths.root.join("models").join("tower");
     if let Some(t) = &cfg.tower {
-        let key = ((&cfg.world, amp_world::GENERATOR_VERSION), t);
+        let key = (cfg.world_key(), t);
         st.run("tower", &key, &[tower_dir.join(tower::WEIGHTS)], |_| {
             let ids = |split: amp_world::Split| (0..world.len(split)).map(|i| World::id(split, i)).collect::<Vec<_>>();
             let r = tower::train(&paths.world(), &cfg.world, scenes, &ids(amp_world::Split::Train), &ids(amp_world::Split::Bench), t, 7, &tower_dir)?;
@@ -64,30 +64,30 @@ pub(super) fn expert_stages(run: &mut DemoRun, world: &WorldData, tower: &Tower)
     for e in &cfg.experts {
         // Seeded by the expert's name, not its place in the list: adding or reordering experts
         // leaves the others' weights (and their cached stages) as they were.
-        let i = name_seed(&e.name);
+        let offset = name_seed(&e.name);
         let dir = paths.expert(&e.name);
         let scratch =
-            engine::Init::Scratch { spec: e.clone(), image_size: cfg.world.image_size as i64, vocab, seed: 1000 + i as i64, tower: tower_path.clone() };
+            engine::Init::Scratch { spec: e.clone(), image_size: cfg.world.image_size as i64, vocab, seed: 1000 + offset as i64, tower: tower_path.clone() };
         let init = match &cfg.captions {
             Some(c) => {
                 let c = &e.schedule(c);
                 let cdir = dir.join("captions");
-                let key = ((&cfg.world, amp_world::GENERATOR_VERSION), e, c, st.key_of("tower"));
+                let key = (cfg.world_key(), e, c, st.key_of("tower"));
                 st.run(&format!("expert {} captions", e.name), &key, &[engine::model_dir(&cdir)], |name| {
                     stage::work_dir(&cdir, &key)?;
-                    engine::train_sft(name, &scratch, &paths.tokenizer(), captions.clone(), c, 3000 + i as u64, &cdir)?;
+                    engine::train_sft(name, &scratch, &paths.tokenizer(), captions.clone(), c, 3000 + offset, &cdir)?;
                     Ok(())
                 })?;
                 engine::Init::From(engine::model_dir(&cdir))
             }
             None => scratch,
         };
-        let key = ((&cfg.world, amp_world::GENERATOR_VERSION), e, &cfg.sft, st.key_of("tower"), st.key_of(&format!("expert {} captions", e.name)));
+        let key = (cfg.world_key(), e, &cfg.sft, st.key_of("tower"), st.key_of(&format!("expert {} captions", e.name)));
         st.run(&format!("expert {}", e.name), &key, &[engine::model_dir(&dir)], |name| {
             // The work dir holds the trainer's checkpoints; the caption stage's model stays.
             let work = dir.join("sft");
             stage::work_dir(&work, &key)?;
-            engine::train_sft(name, &init, &paths.tokenizer(), train.clone(), &e.schedule(&cfg.sft), 1000 + i as u64, &work)?;
+            engine::train_sft(name, &init, &paths.tokenizer(), train.clone(), &e.schedule(&cfg.sft), 1000 + offset, &work)?;
             let from = engine::model_dir(&work);
             let to = engine::model_dir(&dir);
             if to.exists() {
@@ -102,7 +102,7 @@ pub(super) fn expert_stages(run: &mut DemoRun, world: &WorldData, tower: &Tower)
 
 /// A seed offset from an expert's name (FNV-1a, folded below 1000).
 fn name_seed(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) % 1000
+    amp_io::rng::fnv1a(amp_io::rng::FNV_OFFSET, name.as_bytes()) % 1000
 }
 
 /// The experts on the benchmark: the premise of Multi-size Expert Generation.
@@ -176,7 +176,7 @@ pub(super) fn ig_experts(run: &mut DemoRun, world: &WorldData, tower: &Tower, tr
     let base_spec = cfg.experts.iter().find(|e| e.name == cfg.base).expect("validated").clone();
     let pre_steps = ((cfg.sft.steps as f64) * cfg.ig_pretrain_fraction).ceil() as usize;
     let pre_spec = TrainSpec { steps: pre_steps.max(1), ..cfg.sft.clone() };
-    let key = ((&cfg.world, amp_world::GENERATOR_VERSION), &base_spec, &pre_spec, n_pre);
+    let key = (cfg.world_key(), &base_spec, &pre_spec, n_pre);
     st.run("ig pretrain", &key, &[engine::model_dir(&m0)], |name| {
         stage::work_dir(&m0, &key)?;
         let init = engine::Init::Scratch { spec: base_spec.clone(), image_size: cfg.world.image_size as i64, vocab, seed: 2000, tower: tower_path.clone() };

@@ -132,21 +132,17 @@ pub fn compute(experts: &[(String, f64, Vec<(String, f64)>)], base: &str, rows: 
             *s += count_hallucinations(scene, &to_world(c)) as f64;
         }
         let yn: Vec<Vec<Option<bool>>> = convs.iter().map(|c| yes_no_answers(c)).collect();
-        for (level, acc) in yes_no.iter_mut().enumerate() {
+        // Level k + 1 against the standard (accuracy) and against level k (flips), on the
+        // rounds the standard answers yes/no (the yes/no questions).
+        for (k, (f, acc)) in flips.iter_mut().zip(yes_no.iter_mut()).enumerate() {
             for (r, truth) in yn[0].iter().enumerate() {
-                if let (Some(t), Some(a)) = (truth, yn[level + 1].get(r).copied().flatten()) {
+                let Some(t) = truth else { continue };
+                let (upper, lower) = (yn[k].get(r).copied().flatten(), yn[k + 1].get(r).copied().flatten());
+                if let Some(a) = lower {
                     acc.1 += 1;
                     acc.0 += usize::from(*t == a);
                 }
-            }
-        }
-        for (k, f) in flips.iter_mut().enumerate() {
-            // Only the rounds the standard answers yes/no (the yes/no questions).
-            for (r, truth) in yn[0].iter().enumerate() {
-                if truth.is_none() {
-                    continue;
-                }
-                match (yn[k].get(r).copied().flatten(), yn[k + 1].get(r).copied().flatten()) {
+                match (upper, lower) {
                     (Some(true), Some(false)) => f.0 += 1,
                     (Some(false), Some(true)) => f.1 += 1,
                     _ => {}

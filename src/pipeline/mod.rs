@@ -370,6 +370,15 @@ pub struct DemoConfig {
     pub bootstrap: usize,
 }
 
+impl DemoConfig {
+    /// What identifies the world in a stage key: its configuration and the text generator's
+    /// version ([`amp_world::GENERATOR_VERSION`]), so a changed generator cannot reuse a stale
+    /// world or anything trained on it.
+    pub(super) fn world_key(&self) -> (&WorldConfig, u32) {
+        (&self.world, amp_world::GENERATOR_VERSION)
+    }
+}
+
 fn bootstrap_default() -> usize {
     2000
 }

@@ -52,7 +52,7 @@ pub(super) fn generate_stage(run: &mut DemoRun, pools: &Pools) -> Result<BTreeMa
         let out = paths.data().join(&tag).join("generated.jsonl");
         // The models' weights (not only their names) key the stage: an IG chain fine-tuned on
         // other data must not reuse old answers.
-        let key = ((&cfg.world, amp_world::GENERATOR_VERSION), &cfg.gen, models.iter().map(|m| (&m.0, fingerprint_dir(&m.1))).collect::<Vec<_>>());
+        let key = (cfg.world_key(), &cfg.gen, models.iter().map(|m| (&m.0, fingerprint_dir(&m.1))).collect::<Vec<_>>());
         st.run(&format!("generate {tag}"), &key, std::slice::from_ref(&out), |name| {
             let _ = std::fs::remove_file(&out); // a stale file of another config
             let dialogues: Vec<(Arc<Vec<u8>>, Vec<String>)> = pref_records

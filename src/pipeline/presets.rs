@@ -80,6 +80,7 @@ fn grounded_variants(pool: &[&str]) -> Vec<Variant> {
 }
 
 impl DemoConfig {
+
     /// The preset by name.
     pub fn preset(name: &str) -> Result<Self> {
         let world = WorldConfig::preset(name)?;

@@ -116,22 +116,7 @@ fn results_with_intervals(s: &mut String, r: &DemoReport) {
         }
     }
     // One sentence per claim of the paper, from the intervals (MRHal round hallucination rate).
-    let pooled = |name: &str| -> Option<Vec<Count>> {
-        let runs = r.results.get(name)?;
-        let mut acc: Vec<Count> = Vec::new();
-        for e in runs.values() {
-            let c = e.counts(super::round_counts);
-            if acc.is_empty() {
-                acc = c;
-            } else {
-                for (a, b) in acc.iter_mut().zip(c) {
-                    a.hits += b.hits;
-                    a.total += b.total;
-                }
-            }
-        }
-        Some(acc)
-    };
+    let pooled = |name: &str| -> Option<Vec<Count>> { Some(super::results::pooled_counts(r.results.get(name)?.values(), super::round_counts)) };
     let diff = |a: &str, b: &str| -> Option<super::stats::Interval> { paired_bootstrap(&pooled(a)?, &pooled(b)?, r.config.bootstrap, 0.95, r.config.world.seed) };
     let k4 = r.results.contains_key("mdpo-k4");
     let _ = writeln!(s, "\n### The paper's claims in this run (MRHal round hallucination rate, Δ [95% CI])\n");

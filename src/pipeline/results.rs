@@ -75,6 +75,24 @@ impl EvalResult {
     }
 }
 
+/// Per-item counts of `f` summed over the runs of one variant (its seeds): the benchmark items
+/// pooled over seeds, as the paired bootstrap against the control reads them.
+pub fn pooled_counts<'a>(runs: impl IntoIterator<Item = &'a EvalResult>, f: fn(&RoundScore) -> (f64, f64)) -> Vec<stats::Count> {
+    let mut acc: Vec<stats::Count> = Vec::new();
+    for r in runs {
+        let c = r.counts(f);
+        if acc.is_empty() {
+            acc = c;
+        } else {
+            for (a, b) in acc.iter_mut().zip(c) {
+                a.hits += b.hits;
+                a.total += b.total;
+            }
+        }
+    }
+    acc
+}
+
 /// A round's (hallucinated rounds, rounds).
 pub fn round_counts(r: &RoundScore) -> (f64, f64) {
     (f64::from(u8::from(r.hallucinated)), 1.0)

@@ -114,7 +114,7 @@ pub(super) struct WorldData {
 pub(super) fn world_stage(run: &mut DemoRun) -> Result<WorldData> {
     let (cfg, paths, st) = run.parts();
     let world = World::new(cfg.world.clone())?;
-    st.run("world", &(&cfg.world, amp_world::GENERATOR_VERSION), &[paths.world().join("world.json")], |_| {
+    st.run("world", &cfg.world_key(), &[paths.world().join("world.json")], |_| {
         // The stage reruns only for another configuration: the old world goes (amp-world refuses
         // to overwrite a directory holding another config).
         if paths.world().join("world.json").exists() {

@@ -3,7 +3,7 @@
 //! paired-bootstrap intervals of every variant against the SFT control.
 use super::eval::evaluate;
 use super::experts::ExpertEvaluation;
-use super::results::{claim_counts, round_counts, Curve, EvalResult, RoundScore, BASE_ROW, CONTROL_ROW};
+use super::results::{claim_counts, pooled_counts, round_counts, Curve, EvalResult, BASE_ROW, CONTROL_ROW};
 use super::run::{sft_examples, DemoRun, WorldData};
 use super::{engine, read_json, stage, stats, write_json, DemoConfig, Result, VariantKind};
 use mdpo::loss::LossConfig;
@@ -119,21 +119,7 @@ pub(super) fn train_variants(run: &mut DemoRun, world: &WorldData, experts: &Exp
 pub(super) fn control_intervals(cfg: &DemoConfig, results: &BTreeMap<String, BTreeMap<u64, EvalResult>>) -> BTreeMap<String, (stats::Interval, stats::Interval)> {
     let mut intervals = BTreeMap::new();
     if let Some(control) = results.get(CONTROL_ROW) {
-        let pooled = |runs: &BTreeMap<u64, EvalResult>, f: fn(&RoundScore) -> (f64, f64)| -> Vec<stats::Count> {
-            let mut acc: Vec<stats::Count> = Vec::new();
-            for r in runs.values() {
-                let c = r.counts(f);
-                if acc.is_empty() {
-                    acc = c;
-                } else {
-                    for (a, b) in acc.iter_mut().zip(c) {
-                        a.hits += b.hits;
-                        a.total += b.total;
-                    }
-                }
-            }
-            acc
-        };
+        let pooled = |runs: &BTreeMap<u64, EvalResult>, f| pooled_counts(runs.values(), f);
         let (c_round, c_claim) = (pooled(control, round_counts), pooled(control, claim_counts));
         for (name, runs) in results {
             let r = stats::paired_bootstrap(&pooled(runs, round_counts), &c_round, cfg.bootstrap, 0.95, cfg.world.seed);

@@ -92,7 +92,7 @@ fn matches(cfg: &LoraConfig, name: &str) -> bool {
 /// A stable 64-bit key of a module name (FNV-1a), so each adapter's initial values depend only
 /// on the run's seed and the module, not on which other modules are adapted.
 fn name_key(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    amp_io::rng::fnv1a(amp_io::rng::FNV_OFFSET, name.as_bytes())
 }
 
 /// PEFT's `lora_A` initialisation (Kaiming-uniform with `a = sqrt(5)`, i.e. `U(-1/sqrt(in),
