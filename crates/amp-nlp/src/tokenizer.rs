@@ -1,0 +1,378 @@
+//! spaCy's rule-based tokenizer (`spacy/tokenizer.pyx`), driven by the model's own `tokenizer`
+//! file: prefix, suffix and infix patterns, `url_match`/`token_match`, and the special cases
+//! (tokenizer exceptions with their ORTH pieces and NORM values).
+//!
+//! The algorithm: split on whitespace (a single ' ' becomes the previous token's trailing space,
+//! other whitespace runs become tokens); each span is a special case, or is peeled of prefixes
+//! and suffixes until a special case or nothing more matches, then its middle is a special case,
+//! a URL, or split at infixes. The special-case matcher spaCy runs afterwards over multi-token
+//! windows (`_apply_special_cases`) is not ported: it only fires on special cases containing
+//! affix characters that the affix loop has already split, and the corpus test measures token
+//! agreement.
+use crate::error::{field_err, NlpError, Result};
+use crate::lexeme::is_space_char;
+use crate::msgpack;
+use fancy_regex::Regex;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// spaCy attribute ids used in tokenizer exceptions (`spacy/attrs.pxd`).
+const ORTH: u64 = 65;
+const NORM: u64 = 67;
+
+/// A piece of a special case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecialPiece {
+    pub orth: String,
+    pub norm: Option<String>,
+}
+
+/// A token as the tokenizer emits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawToken {
+    pub text: String,
+    /// byte offset into the text
+    pub start: usize,
+    /// followed by one ' ' that is not a token
+    pub whitespace: bool,
+    /// NORM set by a special case
+    pub norm: Option<String>,
+}
+
+/// The tokenizer.
+#[derive(Debug)]
+pub struct Tokenizer {
+    prefix: Option<Regex>,
+    suffix: Option<Regex>,
+    infix: Option<Regex>,
+    token_match: Option<Regex>,
+    url_match: Option<Regex>,
+    specials: HashMap<String, Vec<SpecialPiece>>,
+}
+
+/// Rewrites a Python `re` pattern for fancy-regex: `\uXXXX`/`\UXXXXXXXX` escapes become
+/// `\x{..}`, the redundant `(?u)` flag is dropped, and characters that are operators inside a
+/// Rust character class (`[`, `&&`, `--`, `~~`) are escaped there.
+pub fn python_regex(p: &str) -> String {
+    let p = p.strip_prefix("(?u)").unwrap_or(p);
+    let cs: Vec<char> = p.chars().collect();
+    let mut out = String::with_capacity(p.len());
+    let mut i = 0;
+    let mut in_class = false;
+    let mut class_start = false; // just after '[' or '[^'
+    while i < cs.len() {
+        let c = cs[i];
+        if c == '\\' && i + 1 < cs.len() {
+            let n = cs[i + 1];
+            let width = match n {
+                'u' => 4,
+                'U' => 8,
+                _ => 0,
+            };
+            if width > 0
+                && i + 2 + width <= cs.len()
+                && cs[i + 2..i + 2 + width]
+                    .iter()
+                    .all(|h| h.is_ascii_hexdigit())
+            {
+                let hex: String = cs[i + 2..i + 2 + width].iter().collect();
+                let cp = u32::from_str_radix(&hex, 16).unwrap_or(0);
+                out.push_str(&format!("\\x{{{cp:X}}}"));
+                i += 2 + width;
+            } else {
+                out.push(c);
+                out.push(n);
+                i += 2;
+            }
+            class_start = false;
+            continue;
+        }
+        if in_class {
+            if c == ']' && !class_start {
+                in_class = false;
+                out.push(c);
+            } else if c == '[' || c == '&' || c == '~' || (c == '-' && cs.get(i + 1) == Some(&'-'))
+            {
+                out.push('\\');
+                out.push(c);
+            } else {
+                out.push(c);
+            }
+            class_start = false;
+        } else {
+            out.push(c);
+            if c == '[' {
+                in_class = true;
+                class_start = true;
+                if cs.get(i + 1) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn compile(path: &Path, field: &str, v: Option<&rmpv::Value>) -> Result<Option<Regex>> {
+    let Some(v) = v else { return Ok(None) };
+    if v.is_nil() {
+        return Ok(None);
+    }
+    let src = msgpack::as_text(v).ok_or_else(|| field_err(path, field, "not a string"))?;
+    let re = Regex::new(&python_regex(src)).map_err(|e| NlpError::Regex {
+        path: path.to_path_buf(),
+        field: field.into(),
+        msg: e.to_string(),
+    })?;
+    Ok(Some(re))
+}
+
+impl Tokenizer {
+    /// Reads the model's `tokenizer` file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let v = msgpack::read(path)?;
+        let prefix = compile(path, "prefix_search", msgpack::get(&v, "prefix_search"))?;
+        let suffix = compile(path, "suffix_search", msgpack::get(&v, "suffix_search"))?;
+        let infix = compile(path, "infix_finditer", msgpack::get(&v, "infix_finditer"))?;
+        let token_match = compile(path, "token_match", msgpack::get(&v, "token_match"))?;
+        let url_match = compile(path, "url_match", msgpack::get(&v, "url_match"))?;
+        let mut specials = HashMap::new();
+        if let Some(exc) = msgpack::get(&v, "exceptions") {
+            let map = exc
+                .as_map()
+                .ok_or_else(|| field_err(path, "exceptions", "not a map"))?;
+            for (k, pieces) in map {
+                let key = msgpack::key_str(k)
+                    .ok_or_else(|| field_err(path, "exceptions", "non-string key"))?
+                    .to_string();
+                let field = format!("exceptions[{key:?}]");
+                let list = pieces
+                    .as_array()
+                    .ok_or_else(|| field_err(path, &field, "not a list"))?;
+                let mut out = Vec::new();
+                for piece in list {
+                    let attrs = piece
+                        .as_map()
+                        .ok_or_else(|| field_err(path, &field, "piece is not a map"))?;
+                    let (mut orth, mut norm) = (None, None);
+                    for (a, val) in attrs {
+                        let text = msgpack::as_text(val)
+                            .ok_or_else(|| field_err(path, &field, "non-string value"))?
+                            .to_string();
+                        match a.as_u64() {
+                            Some(ORTH) => orth = Some(text),
+                            Some(NORM) => norm = Some(text),
+                            other => {
+                                return Err(NlpError::Unsupported {
+                                    path: path.to_path_buf(),
+                                    field,
+                                    what: format!(
+                                        "special-case attribute {other:?} (only ORTH, NORM)"
+                                    ),
+                                })
+                            }
+                        }
+                    }
+                    let orth = orth.ok_or_else(|| field_err(path, &field, "piece without ORTH"))?;
+                    out.push(SpecialPiece { orth, norm });
+                }
+                if out.iter().map(|p| p.orth.as_str()).collect::<String>() != key {
+                    return Err(field_err(path, &field, "ORTH pieces do not spell the key"));
+                }
+                specials.insert(key, out);
+            }
+        }
+        Ok(Tokenizer {
+            prefix,
+            suffix,
+            infix,
+            token_match,
+            url_match,
+            specials,
+        })
+    }
+
+    /// Number of special cases.
+    pub fn n_specials(&self) -> usize {
+        self.specials.len()
+    }
+
+    fn is_match(re: &Option<Regex>, s: &str) -> bool {
+        // Python's `re.match`: anchored at the start
+        re.as_ref()
+            .is_some_and(|r| matches!(r.find(s), Ok(Some(m)) if m.start() == 0))
+    }
+
+    fn search_len(re: &Option<Regex>, s: &str) -> usize {
+        match re.as_ref().and_then(|r| r.find(s).ok().flatten()) {
+            Some(m) => m.end() - m.start(),
+            None => 0,
+        }
+    }
+
+    /// Tokenizes `text`.
+    pub fn tokenize(&self, text: &str) -> Vec<RawToken> {
+        let mut out: Vec<RawToken> = Vec::new();
+        let Some(first) = text.chars().next() else {
+            return out;
+        };
+        let mut in_ws = is_space_char(first);
+        let mut start = 0;
+        for (i, c) in text.char_indices() {
+            if is_space_char(c) != in_ws {
+                if start < i {
+                    self.tokenize_span(text, start, i, &mut out);
+                }
+                if c == ' ' {
+                    if let Some(last) = out.last_mut() {
+                        last.whitespace = true;
+                    }
+                    start = i + 1;
+                } else {
+                    start = i;
+                }
+                in_ws = !in_ws;
+            }
+        }
+        if start < text.len() {
+            self.tokenize_span(text, start, text.len(), &mut out);
+            if let Some(last) = out.last_mut() {
+                last.whitespace = text.ends_with(' ') && !in_ws;
+            }
+        }
+        out
+    }
+
+    fn push(out: &mut Vec<RawToken>, text: &str, lo: usize, hi: usize) {
+        out.push(RawToken {
+            text: text[lo..hi].to_string(),
+            start: lo,
+            whitespace: false,
+            norm: None,
+        });
+    }
+
+    fn push_special(out: &mut Vec<RawToken>, pieces: &[SpecialPiece], mut lo: usize) {
+        for p in pieces {
+            out.push(RawToken {
+                text: p.orth.clone(),
+                start: lo,
+                whitespace: false,
+                norm: p.norm.clone(),
+            });
+            lo += p.orth.len();
+        }
+    }
+
+    fn tokenize_span(&self, text: &str, lo: usize, hi: usize, out: &mut Vec<RawToken>) {
+        if let Some(p) = self.specials.get(&text[lo..hi]) {
+            Self::push_special(out, p, lo);
+            return;
+        }
+        // _split_affixes
+        let (mut lo, mut hi) = (lo, hi);
+        let mut prefixes: Vec<(usize, usize)> = Vec::new();
+        let mut suffixes: Vec<(usize, usize)> = Vec::new();
+        let mut last_size = usize::MAX;
+        while hi > lo && hi - lo != last_size {
+            let s = &text[lo..hi];
+            if Self::is_match(&self.token_match, s) || self.specials.contains_key(s) {
+                break;
+            }
+            last_size = hi - lo;
+            let pre_len = Self::search_len(&self.prefix, s);
+            if pre_len != 0 {
+                let minus_pre = &text[lo + pre_len..hi];
+                if !minus_pre.is_empty() && self.specials.contains_key(minus_pre) {
+                    prefixes.push((lo, lo + pre_len));
+                    lo += pre_len;
+                    break;
+                }
+            }
+            let suf_len = Self::search_len(&self.suffix, &text[lo + pre_len..hi]);
+            if suf_len != 0 {
+                let minus_suf = &text[lo..hi - suf_len];
+                if !minus_suf.is_empty() && self.specials.contains_key(minus_suf) {
+                    suffixes.push((hi - suf_len, hi));
+                    hi -= suf_len;
+                    break;
+                }
+            }
+            if pre_len != 0 && suf_len != 0 && pre_len + suf_len <= hi - lo {
+                prefixes.push((lo, lo + pre_len));
+                suffixes.push((hi - suf_len, hi));
+                lo += pre_len;
+                hi -= suf_len;
+            } else if pre_len != 0 {
+                prefixes.push((lo, lo + pre_len));
+                lo += pre_len;
+            } else if suf_len != 0 {
+                suffixes.push((hi - suf_len, hi));
+                hi -= suf_len;
+            }
+        }
+        // _attach_tokens
+        for &(a, b) in &prefixes {
+            Self::push(out, text, a, b);
+        }
+        if lo < hi {
+            let s = &text[lo..hi];
+            if let Some(p) = self.specials.get(s) {
+                Self::push_special(out, p, lo);
+            } else if Self::is_match(&self.token_match, s) || Self::is_match(&self.url_match, s) {
+                Self::push(out, text, lo, hi);
+            } else {
+                let matches: Vec<(usize, usize)> = match &self.infix {
+                    Some(re) => re
+                        .find_iter(s)
+                        .filter_map(|m| m.ok())
+                        .map(|m| (m.start(), m.end()))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                if matches.is_empty() {
+                    Self::push(out, text, lo, hi);
+                } else {
+                    let mut start = 0;
+                    for (ms, me) in matches {
+                        if ms == 0 {
+                            continue;
+                        }
+                        if ms != start {
+                            Self::push(out, text, lo + start, lo + ms);
+                        }
+                        if ms != me {
+                            Self::push(out, text, lo + ms, lo + me);
+                        }
+                        start = me;
+                    }
+                    if start < s.len() {
+                        Self::push(out, text, lo + start, hi);
+                    }
+                }
+            }
+        }
+        for &(a, b) in suffixes.iter().rev() {
+            Self::push(out, text, a, b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_regex_rewrites() {
+        assert_eq!(python_regex(r"(?u)^\u00A6x"), r"^\x{A6}x");
+        assert_eq!(
+            python_regex(r"[\U0001F9A2-\U0001F9A3]"),
+            r"[\x{1F9A2}-\x{1F9A3}]"
+        );
+        assert_eq!(python_regex(r"[[&]"), r"[\[\&]");
+        assert_eq!(python_regex(r"[]a]"), r"[]a]");
+        assert_eq!(python_regex(r"\\u"), r"\\u");
+    }
+}
