@@ -26,8 +26,9 @@
 //! encoder's float rounding.
 //!
 //! [`check`]: AutoChecker::check
-use crate::chunker::{ChunkedText, Chunker};
+use crate::chunker::ChunkedText;
 use crate::error::Result;
+use crate::spacy_chunker::NounChunker;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -247,7 +248,7 @@ fn normalize(mut v: Vec<f32>) -> Vec<f32> {
 
 /// The auto-check: chunker, the two experts and τ.
 pub struct AutoChecker<L, G> {
-    pub chunker: Chunker,
+    pub chunker: NounChunker,
     /// Noun-chunk expert (paper: CLIP text encoder).
     pub local: L,
     /// Sentence expert (unspecified in the paper).
@@ -311,9 +312,14 @@ impl Cache {
 
 impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
     /// Builds a checker.
-    pub fn new(chunker: Chunker, local: L, global: G, config: AutoCheckConfig) -> Self {
+    pub fn new(
+        chunker: impl Into<NounChunker>,
+        local: L,
+        global: G,
+        config: AutoCheckConfig,
+    ) -> Self {
         Self {
-            chunker,
+            chunker: chunker.into(),
             local,
             global,
             config,

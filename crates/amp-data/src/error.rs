@@ -65,6 +65,10 @@ pub enum AmpDataError {
     /// Another process is writing the same output.
     #[error(transparent)]
     Lock(#[from] amp_io::lock::LockError),
+    /// The spaCy model directory of `--chunker spacy:DIR` could not be loaded (names the file and
+    /// field).
+    #[error("spaCy pipeline: {0}")]
+    Nlp(#[from] amp_nlp::NlpError),
 }
 
 impl AmpDataError {

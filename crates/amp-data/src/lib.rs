@@ -48,6 +48,7 @@ pub mod generate;
 pub mod minilm;
 pub mod np_tags;
 pub mod pipeline;
+pub mod spacy_chunker;
 pub mod tagger;
 
 pub use autocheck::{AutoCheckConfig, AutoChecker, SentenceEmbedder};
@@ -56,4 +57,5 @@ pub use data::{load_llava, InstructionRecord};
 pub use error::{AmpDataError, BoxError, Result};
 pub use generate::{Expert, FineTuner, GenParams, Generator, OpenAiGenerator};
 pub use pipeline::{CheckedRow, GeneratedRow, Shard};
+pub use spacy_chunker::{ChunkerChoice, NounChunker, SpacyChunker};
 pub use tagger::{BrillTagger, TaggerMode};

@@ -11,6 +11,7 @@
 //! stop-lists.
 use amp_data::chunker::Chunker;
 use amp_data::{BrillTagger, TaggerMode};
+use amp_data::{NounChunker, SpacyChunker};
 use amp_world::rng::Rng;
 use amp_world::{Split, World, WorldConfig};
 use serde_json::Value;
@@ -141,7 +142,7 @@ fn span_texts(doc: &Value, key: &str, noun_root_only: bool) -> Vec<String> {
     out
 }
 
-fn measure(chunker: &Chunker, docs: &[Value]) -> SetReport {
+fn measure(chunker: &NounChunker, docs: &[Value]) -> SetReport {
     let mut rep = SetReport {
         longest: Prf::default(),
         plain: Prf::default(),
@@ -196,10 +197,11 @@ fn chunker_matches_spacy_longest_noun_chunks() {
         )
     });
     let oracle: Value = serde_json::from_str(&raw).unwrap();
-    let chunker = Chunker::with_stop_list(
+    let chunker: NounChunker = Chunker::with_stop_list(
         BrillTagger::from_installed(TaggerMode::Brill).unwrap(),
         Vec::<String>::new(),
-    );
+    )
+    .into();
     println!("oracle: spaCy {} {}", oracle["spacy"], oracle["model"]);
     let mut f1 = HashMap::new();
     for set in ["captions", "heldout", "world"] {
@@ -240,6 +242,54 @@ fn chunker_matches_spacy_longest_noun_chunks() {
         (tune - held).abs() <= HELD_OUT_TOLERANCE,
         "held-out F1 {held:.3} differs from the tuning F1 {tune:.3} by more than {HELD_OUT_TOLERANCE}"
     );
+}
+
+/// `--chunker spacy:DIR`: the auto-check's chunker on amp-nlp's port of en_core_web_sm, with an
+/// empty stop-list, against spaCy's own longest noun chunks (1.000 on all three sets when added).
+/// Skips without the oracle or the model directory (`AMP_SPACY_MODEL`, from scripts/setup.sh).
+#[test]
+fn spacy_port_chunker_matches_spacy_longest_noun_chunks() {
+    let (Ok(fixtures), Ok(model)) = (
+        std::env::var("AMP_FIXTURES"),
+        std::env::var("AMP_SPACY_MODEL"),
+    ) else {
+        println!("skipped: AMP_FIXTURES or AMP_SPACY_MODEL not set (source scripts/setup.sh; run scripts/test.sh)");
+        return;
+    };
+    let Ok(raw) = std::fs::read_to_string(PathBuf::from(fixtures).join("spacy/spacy.json")) else {
+        println!("skipped: no spaCy oracle fixture (run `$AMP_PYTHON tests/oracles/gen_spacy.py $AMP_FIXTURES/spacy`)");
+        return;
+    };
+    let oracle: Value = serde_json::from_str(&raw).unwrap();
+    let nlp = amp_nlp::Pipeline::load(model.as_ref()).unwrap();
+    let chunker: NounChunker =
+        SpacyChunker::with_stop_list(nlp.into(), Vec::<String>::new()).into();
+    for set in ["captions", "heldout", "world"] {
+        let docs = oracle["sets"][set].as_array().unwrap();
+        let r = measure(&chunker, docs);
+        println!(
+            "{set:>8} ({} texts): spaCy port chunker: longest noun chunk P {:.3} R {:.3} F1 {:.3}",
+            docs.len(),
+            r.longest.p(),
+            r.longest.r(),
+            r.longest.f1()
+        );
+        assert!(
+            r.longest.f1() >= 0.995,
+            "{set}: F1 {:.4} < 0.995; misses: {:?}",
+            r.longest.f1(),
+            &r.misses[..r.misses.len().min(5)]
+        );
+    }
+    // with the paper's stop-lists, chunks rooted in an "unnecessary" noun are dropped, the rest kept
+    let paper = SpacyChunker::load(model.as_ref()).unwrap();
+    let text = "In the picture, a dog sleeps on the sofa. The image shows a cat.";
+    let got: Vec<String> = paper.chunk(text).chunks.into_iter().map(|c| c.text).collect();
+    let all: Vec<String> = chunker.chunk(text).chunks.into_iter().map(|c| c.text).collect();
+    assert_eq!(all, ["the picture", "a dog", "the sofa", "The image", "a cat"]);
+    assert_eq!(got, ["a dog", "the sofa", "a cat"]);
+    let sentences = paper.chunk(text).sentences;
+    assert_eq!(sentences, ["In the picture, a dog sleeps on the sofa.", "The image shows a cat."]);
 }
 
 /// Required exact-match F1 against spaCy's longest noun chunks on the tuning captions. Textblob's

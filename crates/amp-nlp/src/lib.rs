@@ -100,6 +100,39 @@ impl Doc {
         )
     }
 
+    /// [`Doc::longest_noun_chunks`] starting only from noun chunks whose root token `keep`
+    /// accepts (e.g. not on a stop-list).
+    pub fn longest_noun_chunks_where(&self, keep: impl Fn(&Token) -> bool) -> Vec<(usize, usize)> {
+        noun_chunks::longest_where(
+            &self.noun_chunks(),
+            &self.col(|t| t.pos.clone()),
+            &self.col(|t| t.head),
+            |i| keep(&self.tokens[i]),
+        )
+    }
+
+    /// Sentences as token spans `[start, end)`: spaCy's sentence starts after parsing are the
+    /// left edges of the roots.
+    pub fn sentences(&self) -> Vec<(usize, usize)> {
+        let n = self.tokens.len();
+        let mut starts: Vec<usize> = self
+            .tokens
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| t.head == *i)
+            .map(|(_, t)| t.left_edge)
+            .collect();
+        starts.push(0);
+        starts.sort_unstable();
+        starts.dedup();
+        starts
+            .iter()
+            .enumerate()
+            .filter(|&(_, &s)| s < n)
+            .map(|(k, &s)| (s, starts.get(k + 1).copied().unwrap_or(n)))
+            .collect()
+    }
+
     /// The text of tokens `[s, e)`, with their original spacing.
     pub fn span_text(&self, s: usize, e: usize) -> String {
         if s >= e || e > self.tokens.len() {

@@ -174,12 +174,23 @@ pub fn span_root(heads: &[usize], s: usize, e: usize) -> usize {
 /// root is a NOUN or PROPN, extended rightwards over every immediately following [ADP token +
 /// noun chunk] pair, repeatedly; only spans not inside another such span are kept; sorted.
 pub fn longest(chunks: &[(usize, usize)], pos: &[String], heads: &[usize]) -> Vec<(usize, usize)> {
+    longest_where(chunks, pos, heads, |_| true)
+}
+
+/// [`longest`], starting only from noun chunks whose root token `keep` accepts (the auto-check's
+/// stop-lists of "unnecessary" and "abstract" nouns); the chunks it extends over are not tested.
+pub fn longest_where(
+    chunks: &[(usize, usize)],
+    pos: &[String],
+    heads: &[usize],
+    keep: impl Fn(usize) -> bool,
+) -> Vec<(usize, usize)> {
     let by_start: std::collections::HashMap<usize, usize> = chunks.iter().copied().collect();
     let n = pos.len();
     let mut out: Vec<(usize, usize)> = Vec::new();
     for &(s, e0) in chunks {
         let root = span_root(heads, s, e0);
-        if !matches!(pos[root].as_str(), "NOUN" | "PROPN") {
+        if !matches!(pos[root].as_str(), "NOUN" | "PROPN") || !keep(root) {
             continue;
         }
         let mut e = e0;
