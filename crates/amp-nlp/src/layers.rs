@@ -71,6 +71,13 @@ impl Maxout {
             &[o, p, i] => (o, p, i),
             _ => (0, 0, 0),
         };
+        if n_o == 0 || n_p == 0 || n_i == 0 {
+            return Err(crate::error::field_err(
+                &m.path,
+                format!("{}.W", node.name),
+                format!("shape {shape:?}, expected (nO, nP, nI), all > 0"),
+            ));
+        }
         let w = m.param(node, "W", &[n_o, n_p, n_i])?.data.clone();
         let b = m.param(node, "b", &[n_o, n_p])?.data.clone();
         Ok(Maxout {

@@ -145,7 +145,6 @@ impl Doc {
 }
 
 /// The loaded pipeline.
-#[derive(Debug)]
 pub struct Pipeline {
     pub dir: PathBuf,
     pub tokenizer: Tokenizer,
@@ -154,6 +153,20 @@ pub struct Pipeline {
     pub tagger: Tagger,
     pub parser: Parser,
     pub ruler: AttributeRuler,
+}
+
+impl std::fmt::Debug for Pipeline {
+    // a summary: the weights are megabytes of floats
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("dir", &self.dir)
+            .field("special_cases", &self.tokenizer.n_specials())
+            .field("lexeme_norms", &self.norms.table_len())
+            .field("width", &self.tok2vec.width())
+            .field("tags", &self.tagger.labels.len())
+            .field("actions", &self.parser.actions.len())
+            .finish()
+    }
 }
 
 impl Pipeline {

@@ -471,6 +471,16 @@ impl Parser {
                 ))
             }
         };
+        if n_h == 0 || n_p == 0 || n_i == 0 {
+            return Err(field_err(
+                model,
+                "precomputable_affine.W",
+                "a zero dimension",
+            ));
+        }
+        if actions.is_empty() {
+            return Err(field_err(moves, "moves", "no actions"));
+        }
         if n_f != 8 {
             return Err(NlpError::Unsupported {
                 path: model.to_path_buf(),

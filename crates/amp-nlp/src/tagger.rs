@@ -30,6 +30,9 @@ impl Tagger {
             .map(|l| l.as_str().map(str::to_string))
             .collect::<Option<_>>()
             .ok_or_else(|| field_err(cfg, "labels", "non-string label"))?;
+        if labels.is_empty() {
+            return Err(field_err(cfg, "labels", "empty"));
+        }
         let m = ThincModel::read(model)?;
         let node = m
             .named("softmax")

@@ -102,6 +102,9 @@ impl Tok2Vec {
             if column >= attrs.len() {
                 return Err(field_err(path, f("column"), "beyond the extracted columns"));
             }
+            if e.shape[0] == 0 || e.shape[1] == 0 {
+                return Err(field_err(path, f("E"), "empty table"));
+            }
             embeds.push(HashEmbed {
                 column,
                 seed,
@@ -118,6 +121,9 @@ impl Tok2Vec {
             .find_map(|n| n.param("E"))
             .map(|e| e.shape[1])
             .unwrap_or(0);
+        if embeds.iter().any(|e| e.table.len() != e.n_v * width) {
+            return Err(field_err(path, "hashembed.E", "tables of different widths"));
+        }
         let maxouts: Vec<_> = m.named("maxout").collect();
         let norms: Vec<_> = m.named("layernorm").collect();
         if maxouts.len() < 2 || maxouts.len() != norms.len() {
