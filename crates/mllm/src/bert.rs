@@ -117,6 +117,9 @@ struct BertLayer {
     out_norm: LayerNorm,
     heads: i64,
     act: Activation,
+    /// Query, key and value weights and biases stacked `[3H, H]`, `[3H]` once the checkpoint is
+    /// loaded ([`Self::fuse_qkv`]): one GEMM instead of three narrower ones.
+    qkv: Option<(Tensor, Tensor)>,
 }
 
 impl BertLayer {
@@ -136,6 +139,17 @@ impl BertLayer {
             out_norm: LayerNorm::new(&(&out / "LayerNorm"), h, eps),
             heads: c.num_attention_heads,
             act,
+            qkv: None,
+        }
+    }
+
+    /// Stack the loaded query/key/value weights for the fused projection.
+    fn fuse_qkv(&mut self) {
+        let (q, k, v) = (&self.query, &self.key, &self.value);
+        if let (Some(bq), Some(bk), Some(bv)) = (&q.bias, &k.bias, &v.bias) {
+            let w = Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0).detach();
+            let b = Tensor::cat(&[bq, bk, bv], 0).detach();
+            self.qkv = Some((w, b));
         }
     }
 
@@ -143,9 +157,13 @@ impl BertLayer {
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Tensor {
         let (b, t, h) = x.size3().expect("[B, T, H]");
         let split = |y: Tensor| y.view([b, t, self.heads, h / self.heads]).transpose(1, 2);
-        let q = split(self.query.forward(x));
-        let k = split(self.key.forward(x));
-        let v = split(self.value.forward(x));
+        let (q, k, v) = match &self.qkv {
+            Some((w, bias)) => {
+                let y = x.linear(w, Some(bias));
+                (split(y.narrow(2, 0, h)), split(y.narrow(2, h, h)), split(y.narrow(2, 2 * h, h)))
+            }
+            None => (split(self.query.forward(x)), split(self.key.forward(x)), split(self.value.forward(x))),
+        };
         let a = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false);
         let a = a.transpose(1, 2).reshape([b, t, h]);
         let x = self.attn_norm.forward(&(self.attn_out.forward(&a) + x));
@@ -189,9 +207,12 @@ impl BertModel {
         let position_embeddings = (&e / "position_embeddings").var("weight", &[config.max_position_embeddings, h], init);
         let token_type_embeddings = (&e / "token_type_embeddings").var("weight", &[config.type_vocab_size, h], init);
         let embed_norm = LayerNorm::new(&(&e / "LayerNorm"), h, config.layer_norm_eps);
-        let layers = (0..config.num_hidden_layers).map(|i| BertLayer::new(&(&p / "encoder" / "layer" / i), &config, act)).collect();
+        let mut layers: Vec<BertLayer> = (0..config.num_hidden_layers).map(|i| BertLayer::new(&(&p / "encoder" / "layer" / i), &config, act)).collect();
         w.finish()?;
         vs.freeze();
+        for l in &mut layers {
+            l.fuse_qkv();
+        }
         Ok(Self { word_embeddings, position_embeddings, token_type_embeddings, embed_norm, layers, config })
     }
 
