@@ -188,6 +188,18 @@ fn check_checkpoints(r: &DemoReport, run: &std::path::Path) {
     for f in ["config.json", "model.safetensors", "preprocessor_config.json", "tower_report.json"] {
         assert!(tower.join(f).is_file(), "tower: no {f}");
     }
+    // The CLS token's colour-shape head: measured when trained, and then every expert takes the
+    // CLS token too (LLaVA's `full` selection: 9 patches + CLS).
+    let presence = r.config.tower.as_ref().is_some_and(|t| t.presence);
+    let report: amp::pipeline::tower::TowerReport = serde_json::from_str(&std::fs::read_to_string(tower.join("tower_report.json")).unwrap()).unwrap();
+    assert_eq!(report.presence.is_some(), presence, "{report:?}");
+    if let Some(p) = report.presence {
+        assert!((0.0..=1.0).contains(&p) && report.presence_images.is_some(), "{report:?}");
+    }
+    for d in &dirs {
+        let cfg = mllm::config::LlavaConfig::from_dir(d).unwrap();
+        assert_eq!(cfg.image_tokens(), if presence { 10 } else { 9 }, "{}", d.display());
+    }
     let Ok(python) = std::env::var("AMP_PYTHON") else {
         eprintln!("AMP_PYTHON not set: transformers' loading of the checkpoints is not checked");
         return;

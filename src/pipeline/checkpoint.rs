@@ -60,7 +60,10 @@ pub fn llava_config_json(cfg: &LlavaConfig, path: &Path) -> Result<Value> {
         "image_token_index": cfg.image_token_id,
         "image_seq_length": cfg.image_tokens(),
         "vision_feature_layer": cfg.select_layer,
-        "vision_feature_select_strategy": "default",
+        "vision_feature_select_strategy": match cfg.select_feature {
+            mllm::config::SelectFeature::Patch => "default",
+            mllm::config::SelectFeature::ClsPatch => "full",
+        },
         "projector_hidden_act": "gelu",
         "multimodal_projector_bias": cfg.projector_bias,
         "tie_word_embeddings": cfg.text.tie_word_embeddings,
@@ -108,6 +111,10 @@ mod tests {
         assert_eq!(back.text, cfg.text);
         assert_eq!(back.vision, cfg.vision);
         assert_eq!((back.select_layer, back.image_token_id, back.image_tokens()), (-1, 3, 9));
+        cfg.select_feature = mllm::config::SelectFeature::ClsPatch;
+        write_json(&path, &llava_config_json(&cfg, &path).unwrap()).unwrap();
+        let back = LlavaConfig::from_dir(dir.path()).unwrap();
+        assert_eq!((back.select_feature, back.image_tokens()), (mllm::config::SelectFeature::ClsPatch, 10));
         let p = ImageProcessor::from_dir(dir.path(), 48, mllm::config::AspectRatio::Pad).unwrap();
         assert_eq!(p, ImageProcessor::clip(48, mllm::config::AspectRatio::Pad));
         std::fs::write(dir.path().join("preprocessor_config.json"), preprocessor_config(48).to_string()).unwrap();

@@ -19,12 +19,22 @@ use mllm::preference::LlavaPreference;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
+/// A stage-0 vision tower to freeze into a model trained from scratch.
+#[derive(Debug, Clone)]
+pub struct FrozenTower {
+    /// Its checkpoint directory ([`super::tower`]).
+    pub dir: PathBuf,
+    /// Feed the CLS token to the projector too (LLaVA's `full` feature selection): the tower
+    /// was trained to summarise the image in it ([`super::TowerSpec::presence`]).
+    pub cls: bool,
+}
+
 /// Where a model starts from.
 #[derive(Debug, Clone)]
 pub enum Init {
     /// Random weights of this architecture; the vision tower from the stage-0 checkpoint in
     /// `tower` when given (then frozen), else trained from scratch.
-    Scratch { spec: ModelSpec, image_size: i64, vocab: i64, seed: i64, tower: Option<PathBuf> },
+    Scratch { spec: ModelSpec, image_size: i64, vocab: i64, seed: i64, tower: Option<FrozenTower> },
     /// A model saved by this module (a llava-hf checkpoint directory).
     From(PathBuf),
 }
@@ -95,9 +105,13 @@ impl DemoModel {
     pub fn open(init: &Init, tokenizer: &Path, trainable: Trainable) -> Result<Self> {
         let llava = match init {
             Init::Scratch { spec, image_size, vocab, seed, tower } => {
-                let m = Llava::random(&llava_config(spec, *image_size, *vocab), LoadOptions::default(), *seed);
+                let mut cfg = llava_config(spec, *image_size, *vocab);
+                if tower.as_ref().is_some_and(|t| t.cls) {
+                    cfg.select_feature = mllm::config::SelectFeature::ClsPatch;
+                }
+                let m = Llava::random(&cfg, LoadOptions::default(), *seed);
                 if let Some(t) = tower {
-                    super::tower::load_into(&m, t)?;
+                    super::tower::load_into(&m, &t.dir)?;
                 }
                 m
             }

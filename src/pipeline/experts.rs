@@ -18,7 +18,7 @@ pub(super) struct Tower {
     /// Its held-out per-cell accuracy (`models/tower/tower_report.json`).
     pub report: Option<tower::TowerReport>,
     /// `models/tower`, frozen into every expert trained from scratch.
-    pub dir: Option<PathBuf>,
+    pub frozen: Option<engine::FrozenTower>,
 }
 
 /// Stage `tower` (stage 0, docs/demo.md): a ViT trained on the world's per-cell labels of the
@@ -35,16 +35,17 @@ pub(super) fn tower_stage(run: &mut DemoRun, world: &WorldData) -> Result<Tower>
         st.run("tower", &key, &[tower_dir.join(tower::WEIGHTS)], |_| {
             let ids = |split: amp_world::Split| (0..world.len(split)).map(|i| World::id(split, i)).collect::<Vec<_>>();
             let r = tower::train(&paths.world(), &cfg.world, scenes, &ids(amp_world::Split::Train), &ids(amp_world::Split::Bench), t, 7, &tower_dir)?;
+            let opt = |x: Option<f64>| x.map_or("-".to_string(), |p| format!("{p:.3}"));
             eprintln!(
-                "[demo] stage-0 tower, held-out per-cell accuracy: occupancy {:.3}, shape {:.3}, colour {:.3}, size {:.3}, all three {:.3}, own cell {}",
-                r.occupancy, r.shape, r.colour, r.size, r.all_attributes, r.position.map_or("-".to_string(), |p| format!("{p:.3}"))
+                "[demo] stage-0 tower, held-out per-cell accuracy: occupancy {:.3}, shape {:.3}, colour {:.3}, size {:.3}, all three {:.3}, own cell {}; colour-shape pairs from CLS {} (images all right {})",
+                r.occupancy, r.shape, r.colour, r.size, r.all_attributes, opt(r.position), opt(r.presence), opt(r.presence_images)
             );
             Ok(())
         })?;
         tower_report = Some(read_json::<tower::TowerReport>(&tower_dir.join("tower_report.json"))?);
     }
-    let tower_path = cfg.tower.as_ref().map(|_| tower_dir.clone());
-    Ok(Tower { report: tower_report, dir: tower_path })
+    let frozen = cfg.tower.as_ref().map(|t| engine::FrozenTower { dir: tower_dir.clone(), cls: t.presence });
+    Ok(Tower { report: tower_report, frozen })
 }
 
 /// Stages `expert <name> captions` and `expert <name>`: every expert of the MEG pool (AMP §3.1.1)
@@ -55,7 +56,7 @@ pub(super) fn tower_stage(run: &mut DemoRun, world: &WorldData) -> Result<Tower>
 /// tower and caption stages. Returns the instruction-tuning examples (IG trains on them too).
 pub(super) fn expert_stages(run: &mut DemoRun, world: &WorldData, tower: &Tower) -> Result<Vec<PreferenceExample>> {
     let (cfg, paths, st) = run.parts();
-    let (vocab, tower_path) = (world.vocab, &tower.dir);
+    let (vocab, tower_path) = (world.vocab, &tower.frozen);
     let train = sft_examples(&paths.world(), "train.json")?;
     let captions = match cfg.captions {
         Some(_) => sft_examples(&paths.world(), amp_world::dataset::CAPTIONS)?,
@@ -168,7 +169,7 @@ pub(super) fn stop_after_experts(paths: &RunPaths, experts: &[ExpertQuality]) ->
 pub(super) fn ig_experts(run: &mut DemoRun, world: &WorldData, tower: &Tower, train: &[PreferenceExample]) -> Result<Vec<(String, PathBuf)>> {
     let resume = run.resume;
     let (cfg, paths, st) = run.parts();
-    let (vocab, tower_path) = (world.vocab, &tower.dir);
+    let (vocab, tower_path) = (world.vocab, &tower.frozen);
     let ig_dir = paths.root.join("models").join("ig");
     let mut ig_models: Vec<(String, PathBuf)> = Vec::new();
     let n_pre = ((train.len() as f64) * cfg.ig_pretrain_fraction).round() as usize;

@@ -104,7 +104,7 @@ impl DemoConfig {
                     v
                 },
                 tau: 0.85,
-                tower: Some(TowerSpec { hidden: 32, layers: 1, steps: 20, batch_size: 16, lr: 2e-3, position: true }),
+                tower: Some(TowerSpec { hidden: 32, layers: 1, steps: 20, batch_size: 16, lr: 2e-3, position: true, presence: true }),
                 captions: Some(TrainSpec { steps: 6, batch_size: 8, lr: 3e-3, warmup_steps: 1, train_projector: true }),
                 // Toy models cannot pass; the gates' computation is what the tiny run checks.
                 enforce_gates: false,
@@ -130,7 +130,7 @@ impl DemoConfig {
                 beta: 0.1,
                 variants: grounded_variants(&["d96", "d64x1", "d48x1"]),
                 tau: 0.85,
-                tower: Some(TowerSpec { hidden: 64, layers: 2, steps: 600, batch_size: 64, lr: 2e-3, position: true }),
+                tower: Some(TowerSpec { hidden: 64, layers: 2, steps: 600, batch_size: 64, lr: 2e-3, position: true, presence: false }),
                 captions: Some(TrainSpec { steps: 800, batch_size: 32, lr: 1e-3, warmup_steps: 20, train_projector: false }),
                 enforce_gates: true,
                 bootstrap: 2000,

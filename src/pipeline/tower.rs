@@ -34,6 +34,11 @@ pub struct TowerSpec {
     /// configs: `false`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub position: bool,
+    /// Also train the CLS token to say which colour-shape pairs the image holds (see
+    /// [`Heads`]); the experts then take CLS and patch tokens (LLaVA's `full` feature
+    /// selection). Absent in older configs: `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub presence: bool,
 }
 
 /// Held-out per-cell accuracy of the trained tower (on the benchmark scenes, never trained on).
@@ -54,6 +59,13 @@ pub struct TowerReport {
     /// tower was trained to keep it.
     #[serde(default)]
     pub position: Option<f64>,
+    /// Colour-shape pairs read right (present or absent) from the CLS token, over all pairs of
+    /// every held-out image, when the tower was trained to keep them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<f64>,
+    /// Held-out images whose every colour-shape pair the CLS token reads right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_images: Option<f64>,
     pub final_loss: f64,
 }
 
@@ -78,12 +90,24 @@ fn classes(w: &WorldConfig) -> (i64, i64, i64) {
     (w.n_shapes as i64 + 1, w.n_colours as i64, w.n_sizes as i64)
 }
 
-/// Pixels `[N, 3, S, S]` and per-cell labels `[N, 9]` (shape class with 0 = empty; colour and
-/// size with −100 on empty cells) of the scenes `ids`.
-fn batch_of(world: &Path, sizes: &[Size], scenes: &SceneIndex, ids: &[String], proc: &ImageProcessor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+/// The labels of a batch: per cell `[N, 9]` (shape class with 0 = empty; colour and size with
+/// −100 on empty cells) and per image `[N, colours × shapes]` (1 where the image holds an object
+/// of that colour and shape, index `colour × shapes + shape`).
+struct Labels {
+    shape: Tensor,
+    colour: Tensor,
+    size: Tensor,
+    presence: Tensor,
+}
+
+/// Pixels `[N, 3, S, S]` and the labels of the scenes `ids`.
+fn batch_of(world: &Path, cfg: &WorldConfig, scenes: &SceneIndex, ids: &[String], proc: &ImageProcessor) -> Result<(Tensor, Labels)> {
+    let sizes = Size::set(cfg.n_sizes);
+    let (n_colours, n_shapes) = (cfg.n_colours, cfg.n_shapes);
     let mut px = Vec::with_capacity(ids.len());
     let (mut sh, mut co, mut si) = (Vec::new(), Vec::new(), Vec::new());
-    for id in ids {
+    let mut pr = vec![0f32; ids.len() * n_colours * n_shapes];
+    for (k, id) in ids.iter().enumerate() {
         let path = world.join("images").join(amp_world::World::image_name(id));
         let img = ImageProcessor::open(&path).map_err(DemoError::from)?;
         px.push(proc.preprocess(&img));
@@ -91,8 +115,14 @@ fn batch_of(world: &Path, sizes: &[Size], scenes: &SceneIndex, ids: &[String], p
         for i in 0..9u8 {
             match scene.at(amp_world::Cell { row: i / 3, col: i % 3 }) {
                 Some(o) => {
-                    sh.push(Shape::ALL.iter().position(|s| *s == o.shape).expect("known") as i64 + 1);
-                    co.push(Colour::ALL.iter().position(|c| *c == o.colour).expect("known") as i64);
+                    let s = Shape::ALL.iter().position(|s| *s == o.shape).expect("known");
+                    let c = Colour::ALL.iter().position(|c| *c == o.colour).expect("known");
+                    if s >= n_shapes || c >= n_colours {
+                        return Err(DemoError::Config(format!("scene {id}: {:?} {:?} is outside the world's {n_colours} colours and {n_shapes} shapes", o.colour, o.shape)));
+                    }
+                    pr[(k * n_colours + c) * n_shapes + s] = 1.0;
+                    sh.push(s as i64 + 1);
+                    co.push(c as i64);
                     si.push(sizes.iter().position(|s| *s == o.size).ok_or_else(|| DemoError::Config(format!("scene {id}: size {:?} is not one of the world's", o.size)))? as i64);
                 }
                 None => {
@@ -105,32 +135,54 @@ fn batch_of(world: &Path, sizes: &[Size], scenes: &SceneIndex, ids: &[String], p
     }
     let n = ids.len() as i64;
     let t = |v: Vec<i64>| Tensor::from_slice(&v).view([n, 9]);
-    Ok((Tensor::stack(&px, 0), t(sh), t(co), t(si)))
+    let presence = Tensor::from_slice(&pr).view([n, (n_colours * n_shapes) as i64]);
+    Ok((Tensor::stack(&px, 0), Labels { shape: t(sh), colour: t(co), size: t(si), presence }))
 }
 
 /// The tower with its training heads: per patch token, that cell's shape (or empty), colour and
-/// size, and the token's own cell (one of 9).
+/// size, and the token's own cell (one of 9); on the CLS token, which colour-shape pairs the
+/// image holds.
 ///
 /// The position head keeps each token's place in its feature. Without it the tower's features
 /// said which cell they came from only 0.60 of the time (a linear probe), and the experts could
 /// not answer questions that name a cell ("What shape is the object in the top left?": right
 /// 0.51–0.57 while the same experts read shapes in captions 0.998 of the time; docs/demo.md).
 /// A language model finds an image token by content, as CLIP's tokens carry their position.
+///
+/// The presence head is for existence questions ("Is there a red circle in the image?", POPE's
+/// form). Answering them from patch tokens means finding the token that matches two words of
+/// the question; experts of every size trained on patch tokens answered them at chance (0.44–0.58
+/// in every run, docs/demo.md) while reading named cells well. With the CLS token trained on the
+/// image's colour-shape pairs (as a CLIP CLS token summarises the whole image), existence is
+/// reading one token. Measured: the CLS token reads the pairs at 0.998, and the experts still
+/// answer at chance unless existence dominates their data (docs/demo.md, "A CLS token that
+/// knows what is in the image"), so the `small` preset leaves it off.
 struct Heads {
     tower: ClipVisionTransformer,
     head: nn::Linear,
     split: (i64, i64, i64),
     position: bool,
+    presence: Option<nn::Linear>,
+}
+
+/// The heads' logits: per patch `[N, 9, classes]` for shape, colour, size and cell; per image
+/// `[N, colours × shapes]` for presence (empty without the presence head).
+struct Logits {
+    shape: Tensor,
+    colour: Tensor,
+    size: Tensor,
+    cell: Tensor,
+    presence: Option<Tensor>,
 }
 
 impl Heads {
-    /// Logits `[N, 9, classes]` of the four heads: shape, colour, size, cell.
-    fn forward(&self, px: &Tensor) -> (Tensor, Tensor, Tensor, Tensor) {
-        let f = self.tower.features(px, -1, SelectFeature::Patch);
-        let y = self.head.forward(&f);
+    fn forward(&self, px: &Tensor) -> Logits {
+        let f = self.tower.features(px, -1, SelectFeature::ClsPatch);
+        let y = self.head.forward(&f.narrow(1, 1, f.size()[1] - 1));
         let (a, b, c) = self.split;
         let d = if self.position { y.narrow(2, a + b + c, 9) } else { y.narrow(2, a + b + c, 0) };
-        (y.narrow(2, 0, a), y.narrow(2, a, b), y.narrow(2, a + b, c), d)
+        let presence = self.presence.as_ref().map(|h| h.forward(&f.select(1, 0)));
+        Logits { shape: y.narrow(2, 0, a), colour: y.narrow(2, a, b), size: y.narrow(2, a + b, c), cell: d, presence }
     }
 }
 
@@ -160,7 +212,7 @@ pub fn train(world_dir: &Path, world: &WorldConfig, scenes: &SceneIndex, train: 
     }
     let vcfg = vision_config(spec.hidden, spec.layers, size);
     let proc = ImageProcessor::clip(world.image_size, mllm::config::AspectRatio::Pad);
-    let (px, sh, co, si) = batch_of(world_dir, Size::set(world.n_sizes), scenes, train, &proc)?;
+    let (px, y) = batch_of(world_dir, world, scenes, train, &proc)?;
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(Device::Cpu);
     let split = classes(world);
@@ -170,6 +222,7 @@ pub fn train(world_dir: &Path, world: &WorldConfig, scenes: &SceneIndex, train: 
         head: nn::linear(vs.root() / "cell_head", spec.hidden, split.0 + split.1 + split.2 + if spec.position { 9 } else { 0 }, Default::default()),
         split,
         position: spec.position,
+        presence: spec.presence.then(|| nn::linear(vs.root() / "presence_head", spec.hidden, (world.n_colours * world.n_shapes) as i64, Default::default())),
     };
     let mut opt = nn::AdamW::default().build(&vs, spec.lr).map_err(mllm::MllmError::from)?;
     let mut rng = Rng::keyed(&[seed, 0x70_77e5]);
@@ -188,27 +241,36 @@ pub fn train(world_dir: &Path, world: &WorldConfig, scenes: &SceneIndex, train: 
         opt.set_lr(lr);
         let idx: Vec<i64> = (0..spec.batch_size).map(|_| rng.below(n) as i64).collect();
         let idx = Tensor::from_slice(&idx);
-        let (a, b, c, d) = m.forward(&px.index_select(0, &idx));
-        let loss = ce(&a, &sh.index_select(0, &idx))
-            + ce(&b, &co.index_select(0, &idx))
-            + ce(&c, &si.index_select(0, &idx));
-        let loss = if spec.position { loss + ce(&d, &cells(spec.batch_size as i64)) } else { loss };
+        let z = m.forward(&px.index_select(0, &idx));
+        let mut loss = ce(&z.shape, &y.shape.index_select(0, &idx))
+            + ce(&z.colour, &y.colour.index_select(0, &idx))
+            + ce(&z.size, &y.size.index_select(0, &idx));
+        if spec.position {
+            loss = loss + ce(&z.cell, &cells(spec.batch_size as i64));
+        }
+        if let Some(p) = &z.presence {
+            // Summed over the pairs (a mean would weigh each pair 1/32 of a cell head).
+            let target = y.presence.index_select(0, &idx);
+            loss = loss + p.binary_cross_entropy_with_logits::<Tensor>(&target, None, None, Reduction::Sum) / spec.batch_size as f64;
+        }
         opt.backward_step(&loss);
         last = loss.double_value(&[]);
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let (hpx, hsh, hco, hsi) = batch_of(world_dir, Size::set(world.n_sizes), scenes, held_out, &proc)?;
+    let (hpx, h) = batch_of(world_dir, world, scenes, held_out, &proc)?;
+    let (hsh, hco, hsi) = (&h.shape, &h.colour, &h.size);
     let report = tch::no_grad(|| {
-        let (a, b, c, d) = m.forward(&hpx);
+        let z = m.forward(&hpx);
+        let (a, b, c, d) = (&z.shape, &z.colour, &z.size, &z.cell);
         let occ_pred = a.argmax(2, false).ne(0);
         let occ = occ_pred.eq_tensor(&hsh.ne(0)).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
         let occupied = hsh.ne(0);
         let all = a
             .argmax(2, false)
-            .eq_tensor(&hsh)
-            .logical_and(&b.argmax(2, false).eq_tensor(&hco))
-            .logical_and(&c.argmax(2, false).eq_tensor(&hsi))
+            .eq_tensor(hsh)
+            .logical_and(&b.argmax(2, false).eq_tensor(hco))
+            .logical_and(&c.argmax(2, false).eq_tensor(hsi))
             .logical_and(&occupied)
             .sum(Kind::Float)
             .double_value(&[])
@@ -217,11 +279,16 @@ pub fn train(world_dir: &Path, world: &WorldConfig, scenes: &SceneIndex, train: 
             train_images: train.len(),
             held_out_images: held_out.len(),
             occupancy: occ,
-            shape: accuracy(&a, &hsh),
-            colour: accuracy(&b, &hco),
-            size: accuracy(&c, &hsi),
+            shape: accuracy(a, hsh),
+            colour: accuracy(b, hco),
+            size: accuracy(c, hsi),
             all_attributes: all,
-            position: spec.position.then(|| accuracy(&d, &cells(held_out.len() as i64))),
+            position: spec.position.then(|| accuracy(d, &cells(held_out.len() as i64))),
+            presence: z.presence.as_ref().map(|p| p.gt(0.0).eq_tensor(&h.presence.gt(0.5)).to_kind(Kind::Float).mean(Kind::Float).double_value(&[])),
+            presence_images: z.presence.as_ref().map(|p| {
+                let right = p.gt(0.0).eq_tensor(&h.presence.gt(0.5)).to_kind(Kind::Float).min_dim(1, false).0;
+                right.mean(Kind::Float).double_value(&[])
+            }),
             final_loss: last,
         }
     });
