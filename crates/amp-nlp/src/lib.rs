@@ -10,7 +10,7 @@
 //! | file | spaCy |
 //! |---|---|
 //! | [`msgpack`] | srsly/thinc MessagePack + msgpack-numpy arrays |
-//! | [`hash`] | `hash_string` (MurmurHash64A), thinc `ops.hash` (MurmurHash3_x86_128) |
+//! | [`hash`] | `hash_string` (MurmurHash64A), thinc `ops.hash` (MurmurHash3_x64_128: thinc calls it `MurmurHash3_x86_128`, but the bits are the x64 variant's) |
 //! | [`tokenizer`] | `Tokenizer` with the model's affix/infix/URL patterns and special cases |
 //! | [`lexeme`] | NORM (incl. `lexeme_norm`), PREFIX, SUFFIX, SHAPE, IS_SPACE |
 //! | [`tok2vec`] | `MultiHashEmbed.v2` + `MaxoutWindowEncoder.v2` |
@@ -28,6 +28,7 @@
 //! ```
 pub mod attribute_ruler;
 pub mod error;
+mod find;
 pub mod hash;
 mod layers;
 pub mod lexeme;
@@ -40,6 +41,7 @@ pub mod tok2vec;
 pub mod tokenizer;
 
 pub use error::{NlpError, Result};
+pub use find::{data_venvs, model_candidates, model_dir, model_not_found, MODEL_ENV, MODEL_PACKAGE, MODEL_VERSION};
 
 use attribute_ruler::{AttributeRuler, RulerToken};
 use lexeme::Norms;
