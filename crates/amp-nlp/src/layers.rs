@@ -31,6 +31,43 @@ pub(crate) fn affine(w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `Y = X Wᵀ + b` for `rows` rows of X (row-major, `rows × nI`), W (nO, nI) row-major: one
+/// GEMM (matrixmultiply's sgemm, AVX/FMA kernels where the CPU has them) instead of a dot product
+/// per output. The summation order differs from [`affine`]'s as BLAS's differs between machines.
+pub(crate) fn affine_rows(w: &[f32], b: &[f32], n_o: usize, x: &[f32], rows: usize) -> Vec<f32> {
+    let n_i = if rows == 0 { 0 } else { x.len() / rows };
+    assert_eq!(n_i * rows, x.len(), "affine_rows: X is rows × nI");
+    assert_eq!(w.len(), n_o * n_i, "affine_rows: W is nO × nI");
+    let mut y = vec![0f32; rows * n_o];
+    if rows == 0 || n_o == 0 {
+        return y;
+    }
+    for r in y.chunks_exact_mut(n_o) {
+        r.copy_from_slice(b);
+    }
+    // SAFETY: the pointers cover rows×nI (X), nO×nI (W, read as its transpose nI×nO via strides)
+    // and rows×nO (Y) f32s, as the asserts above check; Y does not alias X or W.
+    unsafe {
+        matrixmultiply::sgemm(
+            rows,
+            n_i,
+            n_o,
+            1.0,
+            x.as_ptr(),
+            n_i as isize,
+            1,
+            w.as_ptr(),
+            1,
+            n_i as isize,
+            1.0,
+            y.as_mut_ptr(),
+            n_o as isize,
+            1,
+        );
+    }
+    y
+}
+
 /// thinc `Linear`: W (nO, nI), b (nO).
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -99,6 +136,13 @@ impl Maxout {
     /// One row.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let y = self.lin.forward(x);
+        y.chunks_exact(self.n_p)
+            .map(|p| p.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+            .collect()
+    }
+    /// `rows` rows at once (X row-major `rows × nI`; the result `rows × nO`), one GEMM.
+    pub fn forward_rows(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let y = affine_rows(&self.lin.w, &self.lin.b, self.lin.n_o, x, rows);
         y.chunks_exact(self.n_p)
             .map(|p| p.iter().copied().fold(f32::NEG_INFINITY, f32::max))
             .collect()

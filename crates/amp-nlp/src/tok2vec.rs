@@ -185,8 +185,16 @@ impl Tok2Vec {
 
     /// The embedding of one token's feature row (before the encoder).
     pub fn embed(&self, feats: &[u64]) -> Vec<f32> {
+        let mut cat = vec![0f32; self.width * self.embeds.len()];
+        self.embed_tables(feats, &mut cat);
+        let mut y = self.mix.forward(&cat);
+        self.mix_norm.forward(&mut y);
+        y
+    }
+
+    /// The concatenated hash-embedding rows of one token (the mixing layer's input).
+    fn embed_tables(&self, feats: &[u64], cat: &mut [f32]) {
         let w = self.width;
-        let mut cat = vec![0f32; w * self.embeds.len()];
         for (k, e) in self.embeds.iter().enumerate() {
             let keys = hash_u64(feats[e.column], e.seed);
             let out = &mut cat[k * w..(k + 1) * w];
@@ -197,44 +205,60 @@ impl Tok2Vec {
                 }
             }
         }
-        let mut y = self.mix.forward(&cat);
-        self.mix_norm.forward(&mut y);
-        y
     }
 
-    /// Token vectors (n rows of `width`) for the feature rows of one doc.
+    /// Token vectors (n rows of `width`) for the feature rows of one doc. Each layer runs over
+    /// all rows of the doc as one GEMM ([`Maxout::forward_rows`]); rows are the doc's tokens plus
+    /// `pad` zero rows on each side, as thinc's `with_padded` gives the encoder.
     pub fn forward(&self, feats: &[Vec<u64>]) -> Vec<Vec<f32>> {
         let w = self.width;
         let (n, pad) = (feats.len(), self.pad);
         if n == 0 {
             return Vec::new();
         }
-        let mut x: Vec<Vec<f32>> = vec![vec![0f32; w]; n + 2 * pad];
-        for (i, f) in feats.iter().enumerate() {
-            x[pad + i] = self.embed(f);
+        // the mixing layer over every token's concatenated table rows
+        let cw = w * self.embeds.len();
+        let mut cat = vec![0f32; n * cw];
+        for (f, row) in feats.iter().zip(cat.chunks_exact_mut(cw)) {
+            self.embed_tables(f, row);
         }
-        let len = x.len();
+        let mixed = self.mix.forward_rows(&cat, n);
+        let len = n + 2 * pad;
+        let mut x = vec![0f32; len * w];
+        for (dst, src) in x[pad * w..(pad + n) * w]
+            .chunks_exact_mut(w)
+            .zip(mixed.chunks_exact(w))
+        {
+            dst.copy_from_slice(src);
+            self.mix_norm.forward(dst);
+        }
         let nw = self.window;
+        let ww = w * (2 * nw + 1);
+        let mut win = vec![0f32; len * ww];
         for (mo, ln) in &self.blocks {
-            let mut next = x.clone();
-            let mut win = vec![0f32; w * (2 * nw + 1)];
-            for (i, out) in next.iter_mut().enumerate() {
-                for (k, slot) in win.chunks_exact_mut(w).enumerate() {
+            // each row's window: rows i - nw ..= i + nw, zeros outside the padded doc
+            for (i, row) in win.chunks_exact_mut(ww).enumerate() {
+                for (k, slot) in row.chunks_exact_mut(w).enumerate() {
                     let j = i as isize + k as isize - nw as isize;
                     if j < 0 || j >= len as isize {
                         slot.fill(0.0);
                     } else {
-                        slot.copy_from_slice(&x[j as usize]);
+                        let j = j as usize;
+                        slot.copy_from_slice(&x[j * w..(j + 1) * w]);
                     }
                 }
-                let mut y = mo.forward(&win);
-                ln.forward(&mut y);
-                for (a, b) in out.iter_mut().zip(&y) {
+            }
+            let mut y = mo.forward_rows(&win, len);
+            for (out, yr) in x.chunks_exact_mut(w).zip(y.chunks_exact_mut(w)) {
+                ln.forward(yr);
+                for (a, b) in out.iter_mut().zip(yr.iter()) {
                     *a += b;
                 }
             }
-            x = next;
         }
-        x.drain(pad..pad + n).collect()
+        x[pad * w..(pad + n) * w]
+            .chunks_exact(w)
+            .map(|r| r.to_vec())
+            .collect()
     }
 }

@@ -11,8 +11,24 @@ use crate::error::{field_err, NlpError, Result};
 use crate::lexeme::is_space_char;
 use crate::msgpack;
 use fancy_regex::Regex;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Each loaded tokenizer's id (the span cache's key: two models in one process never share).
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+/// Spans cached per thread before the cache is cleared (bounds its memory: a few MB).
+const CACHE_SPANS: usize = 50_000;
+
+/// Per-thread cache of whitespace-delimited spans (spaCy's `Tokenizer._cache`): a span's tokens
+/// depend only on its text (the patterns' look-arounds see the span alone), and most words of a
+/// caption recur. Per thread, so the pipeline stays `Sync` without a lock; keyed by tokenizer id
+/// and whether special cases apply; values are the tokens with `start` relative to the span.
+type SpanCache = HashMap<(u64, bool, Box<str>), Box<[RawToken]>>;
+thread_local! {
+    static SPAN_CACHE: RefCell<SpanCache> = RefCell::new(HashMap::new());
+}
 
 /// spaCy attribute ids used in tokenizer exceptions (`spacy/attrs.pxd`).
 const ORTH: u64 = 65;
@@ -48,6 +64,8 @@ pub struct Tokenizer {
     specials: HashMap<String, Vec<SpecialPiece>>,
     /// the special-case matcher's patterns (token texts), by first token
     special_patterns: HashMap<String, Vec<Vec<String>>>,
+    /// this instance's key in the span cache
+    id: u64,
 }
 
 /// Rewrites a Python `re` pattern for fancy-regex: `\uXXXX`/`\UXXXXXXXX` escapes become
@@ -191,6 +209,7 @@ impl Tokenizer {
                 .ok_or_else(|| field_err(path, "faster_heuristics", "not a boolean"))?,
         };
         let mut tok = Tokenizer {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             prefix,
             suffix,
             infix,
@@ -375,7 +394,48 @@ impl Tokenizer {
         }
     }
 
+    /// [`tokenize_span_uncached`](Self::tokenize_span_uncached) through the span cache.
     fn tokenize_span(
+        &self,
+        text: &str,
+        lo: usize,
+        hi: usize,
+        out: &mut Vec<RawToken>,
+        with_specials: bool,
+    ) {
+        let span = &text[lo..hi];
+        let key = (self.id, with_specials, Box::<str>::from(span));
+        let hit = SPAN_CACHE.with(|c| {
+            c.borrow().get(&key).map(|toks| {
+                out.extend(toks.iter().map(|t| RawToken {
+                    start: t.start + lo,
+                    ..t.clone()
+                }))
+            })
+        });
+        if hit.is_some() {
+            return;
+        }
+        let first = out.len();
+        self.tokenize_span_uncached(text, lo, hi, out, with_specials);
+        let toks: Box<[RawToken]> = out[first..]
+            .iter()
+            .map(|t| RawToken {
+                start: t.start - lo,
+                ..t.clone()
+            })
+            .collect();
+        SPAN_CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= CACHE_SPANS {
+                c.clear();
+            }
+            c.insert(key, toks);
+        });
+    }
+
+    /// spaCy's `_split_affixes` + `_attach_tokens` for one whitespace-delimited span.
+    fn tokenize_span_uncached(
         &self,
         text: &str,
         lo: usize,
