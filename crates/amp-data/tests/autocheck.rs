@@ -94,3 +94,33 @@ fn standard_without_chunks_keeps_initial_order_and_empty_responses_score_zero() 
     assert_eq!((r.responses[0].acc, r.responses[0].score), (0.0, 0.0));
     assert_eq!(r.order, vec![1, 0]);
 }
+
+#[test]
+fn chunk_batch_chunks_each_distinct_text_once_and_matches_chunk_turns() {
+    let chunker = Chunker::new(BrillTagger::from_installed(TaggerMode::Brill).unwrap());
+    let c = AutoChecker::new(chunker, BagOfWords, BagOfWords, AutoCheckConfig::default());
+    // the standard recurs as a response and across samples; a response has two turns
+    let samples: Vec<(Vec<String>, Vec<Vec<String>>)> = vec![
+        (one(STANDARD), GENERATED.iter().map(|g| one(g)).collect()),
+        (
+            one(STANDARD),
+            vec![
+                one(STANDARD),
+                vec![GENERATED[0].to_string(), GENERATED[1].to_string()],
+                vec![],
+            ],
+        ),
+    ];
+    let got = c.chunk_batch(&samples);
+    assert_eq!(got.len(), 2);
+    for ((s, g), (cs, cg)) in samples.iter().zip(&got) {
+        assert_eq!(&c.chunk_turns(s), cs);
+        assert_eq!(g.len(), cg.len());
+        for (r, cr) in g.iter().zip(cg) {
+            assert_eq!(&c.chunk_turns(r), cr);
+        }
+    }
+    // the two-turn response's second turn's chunks point at its own sentences
+    let two = &got[1].1[1];
+    assert!(two.chunks.iter().any(|ch| ch.sentence >= 2), "{two:?}");
+}

