@@ -35,10 +35,13 @@ pub(super) fn tower_stage(run: &mut DemoRun, world: &WorldData) -> Result<Tower>
         st.run("tower", &key, &[tower_dir.join(tower::WEIGHTS)], |_| {
             let ids = |split: amp_world::Split| (0..world.len(split)).map(|i| World::id(split, i)).collect::<Vec<_>>();
             let r = tower::train(&paths.world(), &cfg.world, scenes, &ids(amp_world::Split::Train), &ids(amp_world::Split::Bench), t, 7, &tower_dir)?;
-            let opt = |x: Option<f64>| x.map_or("-".to_string(), |p| format!("{p:.3}"));
+            let cls = match (r.presence, r.presence_images) {
+                (Some(p), Some(i)) => format!("; colour-shape pairs from the CLS token {p:.3} (images with all right {i:.3})"),
+                _ => String::new(),
+            };
             eprintln!(
-                "[demo] stage-0 tower, held-out per-cell accuracy: occupancy {:.3}, shape {:.3}, colour {:.3}, size {:.3}, all three {:.3}, own cell {}; colour-shape pairs from CLS {} (images all right {})",
-                r.occupancy, r.shape, r.colour, r.size, r.all_attributes, opt(r.position), opt(r.presence), opt(r.presence_images)
+                "[demo] stage-0 tower, held-out per-cell accuracy: occupancy {:.3}, shape {:.3}, colour {:.3}, size {:.3}, all three {:.3}, own cell {}{cls}",
+                r.occupancy, r.shape, r.colour, r.size, r.all_attributes, r.position.map_or("-".to_string(), |p| format!("{p:.3}"))
             );
             Ok(())
         })?;
