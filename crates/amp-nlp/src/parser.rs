@@ -588,21 +588,13 @@ impl Parser {
     pub fn parse(&self, tokvecs: &[Vec<f32>]) -> Parse {
         let n = tokvecs.len();
         let o = self.n_h * self.n_p;
-        let n_i = self.proj.n_o;
-        // precompute: cache[t][f][o] = W[f] . proj(x_t)
-        let mut cache = vec![0f32; n * self.n_f * o];
-        for (t, x) in tokvecs.iter().enumerate() {
-            let px = self.proj.forward(x);
-            for f in 0..self.n_f {
-                let dst = &mut cache[(t * self.n_f + f) * o..(t * self.n_f + f + 1) * o];
-                for (k, d) in dst.iter_mut().enumerate() {
-                    *d = crate::layers::dot(
-                        &self.lower_w[(f * o + k) * n_i..(f * o + k + 1) * n_i],
-                        &px,
-                    );
-                }
-            }
-        }
+        // precompute: cache[t][f][o] = W[f] . proj(x_t), two GEMMs over all tokens (lower_w is
+        // (nF·nO·nP, nI) row-major, so row t of the product is exactly cache[t])
+        let x: Vec<f32> = tokvecs.iter().flatten().copied().collect();
+        let px = crate::layers::affine_rows(&self.proj.w, &self.proj.b, self.proj.n_o, &x, n);
+        let zero = vec![0f32; self.n_f * o];
+        let cache = crate::layers::affine_rows(&self.lower_w, &zero, self.n_f * o, &px, n);
+        debug_assert_eq!(cache.len(), n * self.n_f * o);
         let mut st = State::new(n);
         let (mut hidden, mut unmaxed) = (vec![0f32; self.n_h], vec![0f32; o]);
         let mut scores = vec![0f32; self.actions.len()];
