@@ -3,12 +3,15 @@
 //!
 //!     cargo bench -p amp-data --bench autocheck            # AMP_BENCH_SAMPLES=20 by default
 //!
-//! Prints responses/s for the whole check and for the parts (tagging + chunking alone, MiniLM
-//! embedding alone), for one check per sample and for [`AutoChecker::check_batch`] over all
+//! The noun chunker is the auto-check's default ([`NounChunker::auto`]: the spaCy port when its
+//! model is installed, else the rule chunker); the bench prints which. Prints responses/s for the
+//! whole check and for the parts (tagging + chunking alone, for both chunkers; MiniLM embedding
+//! alone), for one check per sample and for [`AutoChecker::check_batch`] over all
 //! samples (texts de-duplicated across samples and length-bucketed). For each it prints the
 //! executed/real token ratio (padding: the encoder runs `batch × longest` tokens per batch) and
 //! the share of the machine's limit: a GEMM of MiniLM's shapes is timed in the same run, and the
 //! limit is that rate divided by MiniLM's FLOPs per real token.
+//! `AMP_BENCH_CHUNKER=rules` measures the check with the rule chunker instead of the default;
 //! `AMP_BENCH_TORCH_THREADS=n` sets libtorch's intra-op threads; `AMP_BENCH_SKIP_EMBED=1` skips the
 //! embedding-only pass.
 #[path = "../tests/common/minilm.rs"]
@@ -16,7 +19,7 @@ mod minilm;
 
 use amp_data::autocheck::{AutoCheckConfig, AutoChecker, SentenceEmbedder};
 use amp_data::chunker::Chunker;
-use amp_data::{BrillTagger, TaggerMode};
+use amp_data::{BrillTagger, NounChunker, TaggerMode};
 use std::time::Instant;
 
 const SUBJECTS: &[&str] = &[
@@ -189,25 +192,65 @@ fn main() {
         tch::get_num_threads(),
         rayon::current_num_threads()
     );
-    let chunker = Chunker::new(tagger);
-    // warm-up
-    let checker = AutoChecker::new(chunker.clone(), local, global, AutoCheckConfig::default());
-    checker.check(&samples[0].0, &samples[0].1).unwrap();
-
-    let t = Instant::now();
-    let mut chunks = 0;
-    for (s, g) in &samples {
-        chunks += checker.chunk_turns(s).chunks.len();
-        for r in g {
-            chunks += checker.chunk_turns(r).chunks.len();
+    let rules: NounChunker = Chunker::new(tagger).into();
+    let chunker = match std::env::var("AMP_BENCH_CHUNKER").as_deref() {
+        Ok("rules") => Ok(rules.clone()),
+        _ => NounChunker::auto(None),
+    };
+    let chunker = match chunker {
+        Ok(c) => c,
+        Err(e) => {
+            println!("autocheck bench cannot run: the default chunker does not load: {e}");
+            return;
         }
+    };
+    println!(
+        "noun chunker (the auto-check's default): {}",
+        match &chunker {
+            NounChunker::Spacy(c) => format!(
+                "spaCy port, {} ({})",
+                c.identity(),
+                c.pipeline().dir.display()
+            ),
+            NounChunker::Rules(_) => format!("rules, {}", chunker.identity()),
+        }
+    );
+    // tagging + chunking alone, one thread, each chunker (the default last)
+    let mut chunkers = vec![("rules", rules)];
+    if matches!(chunker, NounChunker::Spacy(_)) {
+        chunkers.push(("spaCy port", chunker.clone()));
     }
+    for (name, c) in &chunkers {
+        let _ = c.chunk(&samples[0].0[0]); // warm-up
+        let t = Instant::now();
+        let mut chunks = 0;
+        for (s, g) in &samples {
+            for r in std::iter::once(s).chain(g.iter()) {
+                chunks += r.iter().map(|t| c.chunk(t).chunks.len()).sum::<usize>();
+            }
+        }
+        let dt = t.elapsed().as_secs_f64();
+        println!(
+            "tagging + chunking only ({name}, 1 thread): {:.1} responses/s ({} chunks, {:.1} per response)",
+            (n * k) as f64 / dt,
+            chunks,
+            chunks as f64 / (n * k) as f64
+        );
+    }
+    let checker = AutoChecker::new(chunker, local, global, AutoCheckConfig::default());
+    // warm-up
+    checker.check(&samples[0].0, &samples[0].1).unwrap();
+    let t = Instant::now();
+    let all: Vec<(&[String], &[Vec<String>])> = samples
+        .iter()
+        .map(|(s, g)| (s.as_slice(), g.as_slice()))
+        .collect();
+    let _ = checker.chunk_batch(&all);
     let dt = t.elapsed().as_secs_f64();
     println!(
-        "tagging + chunking only: {:.1} responses/s ({} chunks, {:.1} per response)",
-        (n * k) as f64 / dt,
-        chunks,
-        chunks as f64 / (n * k) as f64
+        "tagging + chunking only (default chunker, as check_batch does it: distinct texts over rayon, {} threads): {:.1} responses/s",
+        rayon::current_num_threads(),
+        (n * k) as f64 / dt
     );
 
     // embedding volume of one pass: unique chunk texts and sentences per sample, and their tokens
