@@ -35,13 +35,13 @@ pub(crate) fn affine(w: &[f32], b: &[f32], x: &[f32], y: &mut [f32]) {
 /// GEMM (matrixmultiply's sgemm, AVX/FMA kernels where the CPU has them) instead of a dot product
 /// per output. The summation order differs from [`affine`]'s as BLAS's differs between machines.
 pub(crate) fn affine_rows(w: &[f32], b: &[f32], n_o: usize, x: &[f32], rows: usize) -> Vec<f32> {
-    let n_i = x.len().checked_div(rows).unwrap_or(0);
-    assert_eq!(n_i * rows, x.len(), "affine_rows: X is rows × nI");
-    assert_eq!(w.len(), n_o * n_i, "affine_rows: W is nO × nI");
     let mut y = vec![0f32; rows * n_o];
     if rows == 0 || n_o == 0 {
-        return y;
+        return y; // an empty doc (no tokens): nothing to multiply
     }
+    let n_i = x.len() / rows;
+    assert_eq!(n_i * rows, x.len(), "affine_rows: X is rows × nI");
+    assert_eq!(w.len(), n_o * n_i, "affine_rows: W is nO × nI");
     for r in y.chunks_exact_mut(n_o) {
         r.copy_from_slice(b);
     }
