@@ -91,11 +91,15 @@ impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for std::sync::Arc<T> {
 pub const EMBED_TOKENS: usize = 4096;
 /// At most this many texts per embedding call (the encoders' own batch size).
 pub const EMBED_BATCH: usize = 128;
+/// A call that already holds this many texts ends where the length changes, so that it is not
+/// padded (below it, a few padded tokens cost less than a narrower GEMM).
+pub const EMBED_MIN_CALL: usize = 32;
 
 /// The auto-check's embedding calls for texts of the given lengths: indices sorted by length,
 /// longest first, cut whenever a call would exceed [`EMBED_TOKENS`] padded tokens or
-/// [`EMBED_BATCH`] texts. Each call is padded to its longest text, so the executed tokens are
-/// `Σ len(call) × max(call)` (the benchmark reports that over the real ones).
+/// [`EMBED_BATCH`] texts, or at a change of length once it holds [`EMBED_MIN_CALL`] texts. Each
+/// call is padded to its longest text, so the executed tokens are `Σ len(call) × max(call)` (the
+/// benchmark reports that over the real ones).
 pub fn embedding_batches(lens: &[usize]) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lens.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
@@ -103,8 +107,9 @@ pub fn embedding_batches(lens: &[usize]) -> Vec<Vec<usize>> {
     let mut cur: Vec<usize> = Vec::new();
     for i in order {
         let longest = cur.first().map_or(lens[i], |&f| lens[f]).max(1);
-        if !cur.is_empty() && ((cur.len() + 1) * longest > EMBED_TOKENS || cur.len() >= EMBED_BATCH)
-        {
+        let full = (cur.len() + 1) * longest > EMBED_TOKENS || cur.len() >= EMBED_BATCH;
+        let length_changes = cur.len() >= EMBED_MIN_CALL && lens[i] < longest;
+        if !cur.is_empty() && (full || length_changes) {
             out.push(std::mem::take(&mut cur));
         }
         cur.push(i);

@@ -153,8 +153,9 @@ impl BertLayer {
         }
     }
 
-    /// `x`: [B, T, H]; `mask`: boolean [B, 1, 1, T], true where a key may be attended.
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Tensor {
+    /// `x`: [B, T, H]; `mask`: boolean [B, 1, 1, T], true where a key may be attended (`None`:
+    /// every key).
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Tensor {
         let (b, t, h) = x.size3().expect("[B, T, H]");
         let split = |y: Tensor| y.view([b, t, self.heads, h / self.heads]).transpose(1, 2);
         let (q, k, v) = match &self.qkv {
@@ -164,7 +165,7 @@ impl BertLayer {
             }
             None => (split(self.query.forward(x)), split(self.key.forward(x)), split(self.value.forward(x))),
         };
-        let a = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false);
+        let a = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, false, None, false);
         let a = a.transpose(1, 2).reshape([b, t, h]);
         let x = self.attn_norm.forward(&(self.attn_out.forward(&a) + x));
         let y = self.output.forward(&self.act.apply(&self.intermediate.forward(&x)));
@@ -229,9 +230,12 @@ impl BertModel {
             + Tensor::embedding(&self.token_type_embeddings, token_type_ids, -1, false, false)
             + positions;
         let mut x = self.embed_norm.forward(&x);
-        let mask = attention_mask.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1);
+        let mask = attention_mask.to_kind(Kind::Bool);
+        // A batch without padding needs no mask, and attention without one takes libtorch's
+        // fused kernel.
+        let mask = if mask.all().int64_value(&[]) == 1 { None } else { Some(mask.unsqueeze(1).unsqueeze(1)) };
         for layer in &self.layers {
-            x = layer.forward(&x, &mask);
+            x = layer.forward(&x, mask.as_ref());
         }
         x
     }
