@@ -20,8 +20,8 @@ use crate::claims::Extreme;
 use crate::rng::Rng;
 use crate::scene::{Object, Scene};
 use crate::text::{
-    absent_object, all_cells, capitalise, is_unique, noun_phrase, number_word, unique_argmax,
-    with_article, Category, Fields, Qa, Turn, Vocab, IMAGE_TOKEN,
+    absent_object, all_cells, capitalise, is_unique, noun_phrase, number_word, push_round,
+    unique_argmax, with_article, Category, Fields, Qa, Turn, Vocab, IMAGE_TOKEN,
 };
 
 /// The one description question.
@@ -271,14 +271,8 @@ pub fn dialogue(
             ask(scene, c, yes, vocab, rng)
         };
         let Some(qa) = qa else { continue };
-        let q = if turns.is_empty() {
-            format!("{IMAGE_TOKEN}\n{}", qa.question)
-        } else {
-            qa.question
-        };
-        turns.push(Turn::human(q));
-        turns.push(Turn::gpt(qa.answer));
         used.push(qa.category);
+        push_round(&mut turns, qa);
     }
     (turns, used)
 }

@@ -859,15 +859,20 @@ pub fn dialogue(
         let c = cats[k % cats.len()];
         k += 1;
         if let Some(qa) = ask(scene, c, vocab, rng) {
-            let q = if turns.is_empty() {
-                format!("{IMAGE_TOKEN}\n{}", qa.question)
-            } else {
-                qa.question
-            };
-            turns.push(Turn::human(q));
-            turns.push(Turn::gpt(qa.answer));
+            push_round(&mut turns, qa);
             used.push(c);
         }
     }
     (turns, used)
+}
+
+/// Append one question-answer round to a dialogue, `<image>` before the first question.
+pub(crate) fn push_round(turns: &mut Vec<Turn>, qa: Qa) {
+    let q = if turns.is_empty() {
+        format!("{IMAGE_TOKEN}\n{}", qa.question)
+    } else {
+        qa.question
+    };
+    turns.push(Turn::human(q));
+    turns.push(Turn::gpt(qa.answer));
 }
