@@ -166,7 +166,7 @@ struct Heads {
 }
 
 /// The heads' logits: per patch `[N, 9, classes]` for shape, colour, size and cell; per image
-/// `[N, colours × shapes]` for presence (empty without the presence head).
+/// `[N, colours × shapes]` for presence (`None` without the presence head).
 struct Logits {
     shape: Tensor,
     colour: Tensor,
@@ -263,6 +263,8 @@ pub fn train(world_dir: &Path, world: &WorldConfig, scenes: &SceneIndex, train: 
     let report = tch::no_grad(|| {
         let z = m.forward(&hpx);
         let (a, b, c, d) = (&z.shape, &z.colour, &z.size, &z.cell);
+        // 1 where the CLS token reads a colour-shape pair right, `[N, pairs]`.
+        let presence_right = z.presence.as_ref().map(|p| p.gt(0.0).eq_tensor(&h.presence.gt(0.5)).to_kind(Kind::Float));
         let occ_pred = a.argmax(2, false).ne(0);
         let occ = occ_pred.eq_tensor(&hsh.ne(0)).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
         let occupied = hsh.ne(0);
@@ -284,11 +286,8 @@ pub fn train(world_dir: &Path, world: &WorldConfig, scenes: &SceneIndex, train: 
             size: accuracy(c, hsi),
             all_attributes: all,
             position: spec.position.then(|| accuracy(d, &cells(held_out.len() as i64))),
-            presence: z.presence.as_ref().map(|p| p.gt(0.0).eq_tensor(&h.presence.gt(0.5)).to_kind(Kind::Float).mean(Kind::Float).double_value(&[])),
-            presence_images: z.presence.as_ref().map(|p| {
-                let right = p.gt(0.0).eq_tensor(&h.presence.gt(0.5)).to_kind(Kind::Float).min_dim(1, false).0;
-                right.mean(Kind::Float).double_value(&[])
-            }),
+            presence: presence_right.as_ref().map(|r| r.mean(Kind::Float).double_value(&[])),
+            presence_images: presence_right.as_ref().map(|r| r.min_dim(1, false).0.mean(Kind::Float).double_value(&[])),
             final_loss: last,
         }
     });

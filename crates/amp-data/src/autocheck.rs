@@ -337,13 +337,7 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
     pub fn chunk_turns(&self, turns: &[String]) -> ChunkedText {
         let mut out = ChunkedText::default();
         for t in turns {
-            let c = self.chunker.chunk(t);
-            let off = out.sentences.len();
-            out.sentences.extend(c.sentences);
-            out.chunks.extend(c.chunks.into_iter().map(|mut ch| {
-                ch.sentence += off;
-                ch
-            }));
+            out.append(&self.chunker.chunk(t));
         }
         out
     }
@@ -376,14 +370,7 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
         let turns = |turns: &[String]| -> ChunkedText {
             let mut out = ChunkedText::default();
             for t in turns {
-                let c = &done[index[t.as_str()]];
-                let off = out.sentences.len();
-                out.sentences.extend(c.sentences.iter().cloned());
-                out.chunks.extend(c.chunks.iter().map(|ch| {
-                    let mut ch = ch.clone();
-                    ch.sentence += off;
-                    ch
-                }));
+                out.append(&done[index[t.as_str()]]);
             }
             out
         };

@@ -138,6 +138,17 @@ impl ChunkedText {
     pub fn sentence_of(&self, i: usize) -> &str {
         &self.sentences[self.chunks[i].sentence]
     }
+
+    /// Appends `other` (the next turn of a response): its sentences after these, its chunks
+    /// pointing at them.
+    pub fn append(&mut self, other: &ChunkedText) {
+        let off = self.sentences.len();
+        self.sentences.extend(other.sentences.iter().cloned());
+        self.chunks.extend(other.chunks.iter().map(|ch| NounChunk {
+            sentence: ch.sentence + off,
+            ..ch.clone()
+        }));
+    }
 }
 
 /// Noun-chunk extractor: the Brill tagger plus the shallow rules of the module docs.
