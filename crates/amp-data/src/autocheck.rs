@@ -22,10 +22,13 @@
 //! tokens ([`embedding_batches`]), so texts from
 //! many samples share a call with texts of nearly the same length: the padding of one call per
 //! sample (every text padded to the sample's longest) all but vanishes (measured in
-//! `benches/autocheck.rs`, docs/benchmarks.md). The vectors depend on the batch only through the
-//! encoder's float rounding. Chunking comes first ([`AutoChecker::chunk_batch`]): each distinct
-//! turn text of the batch is chunked once, the texts spread over the rayon pool (the spaCy
-//! chunker's pipeline is shared read-only across threads).
+//! `benches/autocheck.rs`, docs/benchmarks.md). The calls go to the expert together
+//! ([`SentenceEmbedder::embed_calls`]); the `mllm` experts run them data-parallel on the CPU, one
+//! single-threaded worker per libtorch intra-op thread (`minilm` module, feature `mllm`). The
+//! vectors depend on the batch only through the encoder's float rounding. Chunking comes first
+//! ([`AutoChecker::chunk_batch`]): each distinct turn text of the batch is chunked once, the
+//! texts spread over the rayon pool (the spaCy chunker's pipeline is shared read-only across
+//! threads).
 //!
 //! [`check`]: AutoChecker::check
 use crate::chunker::ChunkedText;
@@ -46,6 +49,14 @@ pub trait SentenceEmbedder: Send + Sync {
     fn token_lens(&self, _texts: &[String]) -> Option<Vec<usize>> {
         None
     }
+    /// Embeds the texts of several calls (the auto-check's length buckets,
+    /// [`embedding_batches`]): one result per call, in call order, each as [`embed`](Self::embed)
+    /// would give it. The default runs [`embed`](Self::embed) on each call in turn; an embedder may
+    /// run the calls concurrently (the `mllm` experts do on the CPU: `minilm::Embedder`, feature
+    /// `mllm`), provided a call's vectors do not depend on which thread runs it or when.
+    fn embed_calls(&self, calls: &[Vec<String>]) -> Result<Vec<Vec<Vec<f32>>>> {
+        calls.iter().map(|c| self.embed(c)).collect()
+    }
 }
 
 impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for &T {
@@ -57,6 +68,9 @@ impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for &T {
     }
     fn token_lens(&self, texts: &[String]) -> Option<Vec<usize>> {
         (**self).token_lens(texts)
+    }
+    fn embed_calls(&self, calls: &[Vec<String>]) -> Result<Vec<Vec<Vec<f32>>>> {
+        (**self).embed_calls(calls)
     }
 }
 
@@ -70,6 +84,9 @@ impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for Box<T> {
     fn token_lens(&self, texts: &[String]) -> Option<Vec<usize>> {
         (**self).token_lens(texts)
     }
+    fn embed_calls(&self, calls: &[Vec<String>]) -> Result<Vec<Vec<Vec<f32>>>> {
+        (**self).embed_calls(calls)
+    }
 }
 
 impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for std::sync::Arc<T> {
@@ -81,6 +98,9 @@ impl<T: SentenceEmbedder + ?Sized> SentenceEmbedder for std::sync::Arc<T> {
     }
     fn token_lens(&self, texts: &[String]) -> Option<Vec<usize>> {
         (**self).token_lens(texts)
+    }
+    fn embed_calls(&self, calls: &[Vec<String>]) -> Result<Vec<Vec<Vec<f32>>>> {
+        (**self).embed_calls(calls)
     }
 }
 
@@ -297,10 +317,21 @@ impl Cache {
             .token_lens(&self.texts)
             .filter(|l| l.len() == self.texts.len())
             .unwrap_or_else(|| self.texts.iter().map(|t| t.chars().count()).collect());
+        let batches = embedding_batches(&lens);
+        let calls: Vec<Vec<String>> = batches
+            .iter()
+            .map(|b| b.iter().map(|&i| self.texts[i].clone()).collect())
+            .collect();
+        let rows = e.embed_calls(&calls)?;
         let mut vecs = vec![Vec::new(); self.texts.len()];
-        for batch in embedding_batches(&lens) {
-            let texts: Vec<String> = batch.iter().map(|&i| self.texts[i].clone()).collect();
-            let v = e.embed(&texts)?;
+        if rows.len() != calls.len() {
+            return Err(crate::AmpDataError::EmbeddingCount {
+                embedder: e.name(),
+                got: rows.iter().map(Vec::len).sum(),
+                want: self.texts.len(),
+            });
+        }
+        for ((v, texts), batch) in rows.into_iter().zip(&calls).zip(&batches) {
             if v.len() != texts.len() {
                 return Err(crate::AmpDataError::EmbeddingCount {
                     embedder: e.name(),
@@ -308,7 +339,7 @@ impl Cache {
                     want: texts.len(),
                 });
             }
-            for (row, &i) in v.into_iter().zip(&batch) {
+            for (row, &i) in v.into_iter().zip(batch) {
                 vecs[i] = normalize(row);
             }
         }

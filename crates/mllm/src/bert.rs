@@ -184,6 +184,13 @@ pub struct BertModel {
     config: BertConfig,
 }
 
+// SAFETY: `tch::Tensor` is not `Sync` because a `&Tensor` allows a few in-place writes (e.g.
+// `set_requires_grad`). A `BertModel`'s tensors are private and frozen at load, and its `&self`
+// methods only read them to build new tensors, which libtorch supports from several threads at
+// once (the same weights under concurrent forward passes). The auto-check shares one encoder
+// between its data-parallel embedding workers (amp-data's `minilm` module).
+unsafe impl Sync for BertModel {}
+
 impl BertModel {
     /// Loads a safetensors checkpoint with `BertModel` keys (a `bert.` prefix is accepted; the
     /// pooler, `position_ids` buffers and pre-training heads `cls.*` are ignored). Any other

@@ -161,6 +161,11 @@ pub struct ClipTextModel {
     _vs: nn::VarStore,
 }
 
+// SAFETY: as for `BertModel` (bert.rs): the tensors (and the var store) are private and frozen
+// at load, and the `&self` methods only read them to build new tensors, which libtorch supports
+// from several threads at once.
+unsafe impl Sync for ClipTextModel {}
+
 impl ClipTextModel {
     /// Loads `weights` (safetensors, HF keys). `text_projection.weight` is loaded when present
     /// (`CLIPTextModelWithProjection`, `CLIPModel`); `vision_model.*`, `visual_projection.*`,
