@@ -61,8 +61,13 @@ fn located(o: &Object) -> String {
     )
 }
 
-/// "Is there a red circle in the image?", present (yes) or absent (no) by `yes`.
+/// "Is there a red circle in the image?", present (yes) or absent (no) by `yes`; "Is there a
+/// circle in the image?" when the world's existence questions name shapes
+/// ([`crate::PopeObjects::Shape`]; then `yes` is not used: the answer is balanced per shape).
 pub fn existence(scene: &Scene, yes: bool, vocab: &Vocab, rng: &mut Rng) -> Option<Qa> {
+    if vocab.objects == crate::PopeObjects::Shape {
+        return shape_existence(scene, vocab, rng);
+    }
     let (question, answer) = if yes {
         let o = *rng.choose(&scene.objects);
         let np = format!("{} {}", o.colour.name(), o.shape.name());
@@ -90,6 +95,35 @@ pub fn existence(scene: &Scene, yes: bool, vocab: &Vocab, rng: &mut Rng) -> Opti
             format!("Is there {} in the image?", with_article(&np)),
             format!("No, there is no {np} in the image."),
         )
+    };
+    Some(Qa {
+        category: Category::Existence,
+        question,
+        answer,
+    })
+}
+
+/// "Is there a <shape> in the image?", the shape drawn uniformly and kept with a probability
+/// that makes every shape's question "yes" exactly half of the time over the world's scenes
+/// (`None` when not kept, the dialogue then draws another round). Frequent shapes are present
+/// more often, so without this a question-only guess ("circle: yes, diamond: no") is right more
+/// often than chance, and the experts learned that guess instead of looking (docs/demo.md; VQA
+/// v2 balanced its questions' language prior for the same reason).
+fn shape_existence(scene: &Scene, vocab: &Vocab, rng: &mut Rng) -> Option<Qa> {
+    let i = rng.below(vocab.shapes.len());
+    let s = vocab.shapes[i];
+    let p = vocab.shape_presence[i];
+    let matching: Vec<&Object> = scene.objects.iter().filter(|o| o.shape == s).collect();
+    // P(yes | s) = p a_yes / (p a_yes + (1 - p) a_no) = 1/2.
+    let keep = if matching.is_empty() { p / (1.0 - p) } else { (1.0 - p) / p };
+    if !rng.chance(keep.min(1.0)) {
+        return None;
+    }
+    let question = format!("Is there {} in the image?", with_article(s.name()));
+    let answer = match matching.as_slice() {
+        [] => format!("No, there is no {} in the image.", s.name()),
+        [o] => format!("Yes, there is {}.", located(o)),
+        m => format!("Yes, there are {} {}.", number_word(m.len()), s.plural()),
     };
     Some(Qa {
         category: Category::Existence,
@@ -236,16 +270,19 @@ pub fn ask(scene: &Scene, category: Category, yes: bool, vocab: &Vocab, rng: &mu
 /// A dialogue of `rounds` canonical rounds, `<image>` in the first human turn.
 ///
 /// `grounded_fraction` is the share of rounds drawn from the grounded types (existence, "What is
-/// in the <cell>?", attribute by cell, in equal parts); the rest
+/// in the <cell>?", attribute by cell; existence is `existence_share` of them and the other two
+/// split the rest equally, the default 1/3 giving equal parts); the rest
 /// are drawn from the six MRHal categories. With `grounded_fraction = 0` every round is one of
 /// the six categories in a shuffled order, as MRHal-Bench's dialogues are.
 pub fn dialogue(
     scene: &Scene,
     rounds: usize,
     grounded_fraction: f64,
+    existence_share: f64,
     vocab: &Vocab,
     rng: &mut Rng,
 ) -> (Vec<Turn>, Vec<Category>) {
+    let equal_parts = existence_share == crate::config::EQUAL_PARTS;
     let mut cats: Vec<Category> = Category::ALL.to_vec();
     rng.shuffle(&mut cats);
     let mut turns = Vec::new();
@@ -260,7 +297,20 @@ pub fn dialogue(
         // experts learned exactly that (docs/demo.md, "The alternation leak").
         let yes = rng.chance(0.5);
         let qa = if rng.chance(grounded_fraction) {
-            match rng.below(3) {
+            // One draw of three for equal parts (the bytes of worlds made before the share).
+            let kind = if equal_parts {
+                rng.below(3)
+            } else if rng.chance(existence_share) {
+                0
+            } else {
+                1 + rng.below(2)
+            };
+            match kind {
+                // A shape question not kept becomes a cell or attribute round rather than
+                // another draw: how many existence questions a dialogue gets must not depend on
+                // the scene, or the per-shape balance of `shape_existence` would not hold.
+                0 if vocab.objects == crate::PopeObjects::Shape => existence(scene, yes, vocab, rng)
+                    .or_else(|| Some(if rng.chance(0.5) { cell(scene, rng) } else { attribute(scene, rng) })),
                 0 => existence(scene, yes, vocab, rng),
                 1 => Some(cell(scene, rng)),
                 _ => Some(attribute(scene, rng)),
@@ -307,7 +357,7 @@ mod tests {
         for i in 0..200 {
             let scene = w.scene(Split::Train, i);
             let mut rng = Rng::new(i as u64);
-            let (turns, _) = dialogue(&scene, 6, 0.5, &v, &mut rng);
+            let (turns, _) = dialogue(&scene, 6, 0.5, crate::config::EQUAL_PARTS, &v, &mut rng);
             assert_eq!(count_hallucinations(&scene, &turns), 0, "{turns:?}");
             assert_eq!(count_hallucinations(&scene, &caption_conversation(&scene)), 0);
             for pair in turns.chunks(2) {
@@ -315,6 +365,57 @@ mod tests {
             }
         }
         assert!(n_claims > 1000, "{n_claims}");
+    }
+
+    #[test]
+    fn shape_existence_names_shapes_only_is_true_and_balanced_per_shape() {
+        let w = World::new(WorldConfig {
+            canonical: true,
+            pope_objects: crate::PopeObjects::Shape,
+            existence_share: 0.8,
+            ..WorldConfig::small()
+        })
+        .unwrap();
+        let v = w.config().vocab();
+        // (yes, no) per shape, and how often each shape is in a scene.
+        let mut counts = vec![(0usize, 0usize); v.shapes.len()];
+        let mut seen = vec![0usize; v.shapes.len()];
+        let n_scenes = 3000;
+        for i in 0..n_scenes {
+            let scene = w.scene(Split::Train, i);
+            for (k, s) in v.shapes.iter().enumerate() {
+                seen[k] += usize::from(scene.objects.iter().any(|o| o.shape == *s));
+            }
+            let mut rng = Rng::new(7 + i as u64);
+            let (turns, _) = dialogue(&scene, 4, 0.8, 0.8, &v, &mut rng);
+            assert_eq!(count_hallucinations(&scene, &turns), 0, "{turns:?}");
+            for pair in turns.chunks(2) {
+                let q = pair[0].value.trim_start_matches("<image>\n");
+                let Some(rest) = q.strip_prefix("Is there ") else { continue };
+                // "a circle in the image?": an article, one shape word, no colour.
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                assert_eq!(words.len(), 5, "{q}");
+                let k = v.shapes.iter().position(|s| s.name() == words[1]).expect(q);
+                let present = scene.objects.iter().any(|o| o.shape == v.shapes[k]);
+                let a = &pair[1].value;
+                assert_eq!(a.starts_with("Yes"), present, "{q} {a}");
+                if present { counts[k].0 += 1 } else { counts[k].1 += 1 }
+                if !present {
+                    assert_eq!(a, &format!("No, there is no {} in the image.", words[1]));
+                }
+            }
+        }
+        // The analytic presence rates are the scenes' (skewed: the first shape is the most frequent).
+        for (k, p) in v.shape_presence.iter().enumerate() {
+            let f = seen[k] as f64 / n_scenes as f64;
+            assert!((p - f).abs() < 0.03, "shape {k}: presence {p:.3} vs {f:.3} in the scenes");
+        }
+        assert!(v.shape_presence[0] > v.shape_presence[3] + 0.15, "{:?}", v.shape_presence);
+        // Every shape's question is "yes" half of the time: no question-only shortcut.
+        for (k, (yes, no)) in counts.iter().enumerate() {
+            let share = *yes as f64 / (yes + no) as f64;
+            assert!(yes + no > 300 && (0.45..=0.55).contains(&share), "shape {k}: {yes}:{no}");
+        }
     }
 
     #[test]
@@ -328,7 +429,7 @@ mod tests {
         for i in 0..300 {
             let scene = w.scene(Split::Train, i);
             let mut rng = Rng::new(1000 + i as u64);
-            let (turns, _) = dialogue(&scene, 4, 0.6, &v, &mut rng);
+            let (turns, _) = dialogue(&scene, 4, 0.6, crate::config::EQUAL_PARTS, &v, &mut rng);
             let mut previous: Option<bool> = None;
             for pair in turns.chunks(2) {
                 let q = pair[0].value.trim_start_matches("<image>\n");

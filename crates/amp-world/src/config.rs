@@ -1,5 +1,6 @@
 //! [`WorldConfig`]: everything that defines a generated world, with presets.
 use crate::error::{Result, WorldError};
+use crate::pope::PopeObjects;
 use crate::scene::{Colour, SceneSpec, Shape, Size};
 use crate::text::Vocab;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,24 @@ pub struct WorldConfig {
     /// See `canonical` (ignored without it).
     #[serde(default = "default_grounded", skip_serializing_if = "is_default_grounded")]
     pub grounded_fraction: f64,
+    /// What existence questions name as the object (POPE's probes, and the canonical dialogues'
+    /// existence rounds): a colour-shape pair (the default; absent from the JSON, so older
+    /// worlds keep their bytes) or the shape alone, POPE's own form.
+    #[serde(default, skip_serializing_if = "PopeObjects::is_default")]
+    pub pope_objects: PopeObjects,
+    /// The share of the grounded rounds (see `grounded_fraction`) that ask about existence; the
+    /// other two grounded types split the rest. Default 1/3 (equal parts; absent from the JSON).
+    #[serde(default = "equal_parts", skip_serializing_if = "is_equal_parts")]
+    pub existence_share: f64,
+}
+
+/// The default [`WorldConfig::existence_share`]: the three grounded types in equal parts.
+pub const EQUAL_PARTS: f64 = 1.0 / 3.0;
+fn equal_parts() -> f64 {
+    EQUAL_PARTS
+}
+fn is_equal_parts(x: &f64) -> bool {
+    *x == EQUAL_PARTS
 }
 
 fn is_false(b: &bool) -> bool {
@@ -89,6 +108,8 @@ impl WorldConfig {
             vocab_size: 1000,
             canonical: false,
             grounded_fraction: default_grounded(),
+            pope_objects: PopeObjects::ColourShape,
+            existence_share: EQUAL_PARTS,
         }
     }
     /// The default demo world (sized so that hallucination is graded by model size; docs/demo.md).
@@ -181,6 +202,9 @@ impl WorldConfig {
                 ),
             );
         }
+        if !(0.0..=1.0).contains(&self.existence_share) {
+            return bad("existence_share", format!("{} not in 0..=1", self.existence_share));
+        }
         if !(0.0..=1.0).contains(&self.grounded_fraction) {
             return bad("grounded_fraction", format!("{} not in 0..=1", self.grounded_fraction));
         }
@@ -211,9 +235,11 @@ impl WorldConfig {
     pub fn vocab(&self) -> Vocab {
         let s = self.scene_spec();
         Vocab {
+            shape_presence: s.shape_presence(),
             shapes: s.shapes,
             colours: s.colours,
             sizes: s.sizes,
+            objects: self.pope_objects,
         }
     }
 }

@@ -152,7 +152,7 @@ impl World {
             } else {
                 let rounds = rng.range(self.config.min_rounds, self.config.max_rounds);
                 let g = self.config.grounded_fraction;
-                crate::canonical::dialogue(scene, rounds, g, &self.config.vocab(), &mut rng).0
+                crate::canonical::dialogue(scene, rounds, g, self.config.existence_share, &self.config.vocab(), &mut rng).0
             };
         }
         if rng.chance(self.config.description_fraction) {
@@ -178,7 +178,7 @@ impl World {
         let rounds = rng.range(self.config.min_rounds, self.config.max_rounds);
         let (revised, cats) = if self.config.canonical {
             // The six MRHal categories, canonically phrased (no extra grounded rounds).
-            crate::canonical::dialogue(scene, rounds, 0.0, &self.config.vocab(), &mut rng)
+            crate::canonical::dialogue(scene, rounds, 0.0, self.config.existence_share, &self.config.vocab(), &mut rng)
         } else {
             dialogue(scene, rounds, &self.config.vocab(), &mut rng)
         };
@@ -194,7 +194,7 @@ impl World {
     /// POPE splits `(split name, records)` over the pope scenes.
     pub fn pope(&self, scenes: &[Scene]) -> Vec<(String, Vec<PopeRecord>)> {
         let v = self.config.vocab();
-        pope_splits(scenes, &v.colours, &v.shapes, self.config.seed, |s| {
+        pope_splits(scenes, &v.colours, &v.shapes, v.objects, self.config.seed, |s| {
             Self::image_name(&s.id)
         })
     }

@@ -41,7 +41,7 @@ pub use config::WorldConfig;
 pub use dataset::{BenchRecord, InstructionRecord, Manifest, SceneIndex, Split, World};
 pub use error::{Result, WorldError};
 pub use judge::{judge_dialogue, judge_round, mrhal_metrics, MrhalMetrics, RoundJudgement};
-pub use pope::PopeRecord;
+pub use pope::{PopeObjects, PopeRecord};
 pub use scene::{Cell, Colour, Object, Scene, SceneSpec, Shape, Size};
 pub use text::{Category, Qa, Turn};
 

@@ -5,7 +5,9 @@
 //! - adversarial: absent categories most similar to the image's objects (sharing a colour or a
 //!   shape with them; ties broken by co-occurrence with the image's categories, then frequency).
 //!
-//! A category is a (colour, shape) pair.
+//! A category is a (colour, shape) pair, or a shape alone when the world's
+//! [`crate::WorldConfig::pope_objects`] is [`PopeObjects::Shape`] (POPE's own form: COCO object
+//! categories, no attributes).
 use crate::rng::Rng;
 use crate::scene::{Colour, Scene, Shape};
 use serde::{Deserialize, Serialize};
@@ -25,37 +27,71 @@ pub struct PopeRecord {
     pub label: String,
 }
 
-/// The POPE question for a category.
-pub fn pope_question(c: Colour, s: Shape) -> String {
-    format!("Is there a {} {} in the image?", c.name(), s.name())
+/// What an existence question (POPE's and the canonical dialogues') names as "the object".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PopeObjects {
+    /// A colour-shape pair: "Is there a red circle in the image?" (a conjunction of two
+    /// attributes, which the demo's small experts did not learn; docs/demo.md).
+    #[default]
+    ColourShape,
+    /// A shape, the world's object category: "Is there a circle in the image?", as POPE asks
+    /// about COCO categories without attributes.
+    Shape,
 }
 
-type Cat = (Colour, Shape);
+impl PopeObjects {
+    pub fn is_default(&self) -> bool {
+        *self == PopeObjects::ColourShape
+    }
+}
 
-fn present(scene: &Scene) -> Vec<Cat> {
-    let mut p: Vec<Cat> = scene.objects.iter().map(|o| o.category()).collect();
+/// The POPE question for a category (`None`: the shape alone).
+pub fn pope_question(c: Option<Colour>, s: Shape) -> String {
+    match c {
+        Some(c) => format!("Is there a {} {} in the image?", c.name(), s.name()),
+        None => format!("Is there a {} in the image?", s.name()),
+    }
+}
+
+type Cat = (Option<Colour>, Shape);
+
+fn present(scene: &Scene, objects: PopeObjects) -> Vec<Cat> {
+    let mut p: Vec<Cat> = scene
+        .objects
+        .iter()
+        .map(|o| match objects {
+            PopeObjects::ColourShape => (Some(o.colour), o.shape),
+            PopeObjects::Shape => (None, o.shape),
+        })
+        .collect();
     p.sort();
     p.dedup();
     p
 }
 
 /// Build the three splits over `scenes` (`image_of` maps a scene to its image file name).
-/// Each image gets k = min(3, distinct categories) yes and k no questions, alternating.
+/// Each image gets k = min(3, present categories, absent categories) yes and k no questions,
+/// alternating (an image with no absent category gets none).
 pub fn pope_splits(
     scenes: &[Scene],
     colours: &[Colour],
     shapes: &[Shape],
+    objects: PopeObjects,
     seed: u64,
     image_of: impl Fn(&Scene) -> String,
 ) -> Vec<(String, Vec<PopeRecord>)> {
-    let all: Vec<Cat> = colours
-        .iter()
-        .flat_map(|&c| shapes.iter().map(move |&s| (c, s)))
-        .collect();
+    let all: Vec<Cat> = match objects {
+        PopeObjects::ColourShape => colours
+            .iter()
+            .flat_map(|&c| shapes.iter().map(move |&s| (Some(c), s)))
+            .collect(),
+        PopeObjects::Shape => shapes.iter().map(|&s| (None, s)).collect(),
+    };
     let mut freq: HashMap<Cat, usize> = HashMap::new();
     let mut cooc: HashMap<(Cat, Cat), usize> = HashMap::new();
     for sc in scenes {
-        let p = present(sc);
+        let p = present(sc, objects);
         for &a in &p {
             *freq.entry(a).or_default() += 1;
             for &b in &p {
@@ -72,15 +108,13 @@ pub fn pope_splits(
         for (ii, sc) in scenes.iter().enumerate() {
             // Positives are the same in every split (as in POPE); negatives differ.
             let mut rng = Rng::keyed(&[seed, 0x909E, ii as u64]);
-            let mut pos = present(sc);
+            let pres = present(sc, objects);
+            let mut pos = pres.clone();
             rng.shuffle(&mut pos);
-            let k = pos.len().min(3);
+            let mut absent: Vec<Cat> = all.iter().copied().filter(|c| !pres.contains(c)).collect();
+            // With 32 colour-shape pairs some are always absent; with 4 shapes not always.
+            let k = pos.len().min(3).min(absent.len());
             pos.truncate(k);
-            let mut absent: Vec<Cat> = all
-                .iter()
-                .copied()
-                .filter(|c| !present(sc).contains(c))
-                .collect();
             let mut nrng = Rng::keyed(&[seed, 0x909E, ii as u64, si as u64 + 1]);
             match *split {
                 "random" => nrng.shuffle(&mut absent),
@@ -88,9 +122,8 @@ pub fn pope_splits(
                     absent.sort_by_key(|c| std::cmp::Reverse(freq.get(c).copied().unwrap_or(0)))
                 }
                 _ => {
-                    let pres = present(sc);
                     absent.sort_by_key(|c| {
-                        let sim = pres.iter().filter(|p| p.0 == c.0).count()
+                        let sim = pres.iter().filter(|p| p.0.is_some() && p.0 == c.0).count()
                             + pres.iter().filter(|p| p.1 == c.1).count();
                         let co: usize = pres
                             .iter()
@@ -101,9 +134,6 @@ pub fn pope_splits(
                 }
             }
             let neg: Vec<Cat> = absent.into_iter().take(k).collect();
-            if neg.len() < k {
-                continue; // an image showing every category cannot be balanced
-            }
             for (p, n) in pos.iter().zip(&neg) {
                 for (c, label) in [(p, "yes"), (n, "no")] {
                     recs.push(PopeRecord {

@@ -246,6 +246,31 @@ fn zipf(n: usize, s: f64) -> Vec<f64> {
         .collect()
 }
 
+impl SceneSpec {
+    /// The probability that a scene holds at least one object of each shape (in `shapes`
+    /// order): the object count is uniform in `min_objects..=max_objects` and each object's
+    /// shape an independent draw from the Zipf prior, as [`Scene::sample`] draws them.
+    pub fn shape_presence(&self) -> Vec<f64> {
+        let ws = zipf(self.shapes.len(), self.skew);
+        let total: f64 = ws.iter().sum();
+        let (lo, hi) = (self.min_objects, self.max_objects.min(9));
+        ws.iter()
+            .map(|w| {
+                let absent_one = 1.0 - w / total;
+                let mut sum = 0.0;
+                for n in lo..=hi {
+                    let mut absent = 1.0;
+                    for _ in 0..n {
+                        absent *= absent_one;
+                    }
+                    sum += 1.0 - absent;
+                }
+                sum / (hi - lo + 1) as f64
+            })
+            .collect()
+    }
+}
+
 impl Scene {
     /// Sample a scene from `spec` with `rng`.
     pub fn sample(id: String, spec: &SceneSpec, rng: &mut Rng) -> Scene {

@@ -815,6 +815,10 @@ pub struct Vocab {
     pub shapes: Vec<Shape>,
     pub colours: Vec<crate::Colour>,
     pub sizes: Vec<Size>,
+    /// What an existence question names (canonical dialogues and POPE).
+    pub objects: crate::pope::PopeObjects,
+    /// [`crate::SceneSpec::shape_presence`], in `shapes` order.
+    pub shape_presence: Vec<f64>,
 }
 
 /// One question of `category` about `scene` with its standard answer (`None` when the scene

@@ -341,3 +341,31 @@ fn config_presets_validate_and_bad_values_name_the_field() {
         WorldConfig::large()
     );
 }
+
+#[test]
+fn pope_by_shape_asks_about_shapes_and_labels_are_true() {
+    let cfg = WorldConfig {
+        n_pope: 60,
+        pope_objects: amp_world::PopeObjects::Shape,
+        ..WorldConfig::small()
+    };
+    let world = World::new(cfg).unwrap();
+    let scenes = world.scenes(Split::Pope);
+    let idx = SceneIndex::new(scenes.clone());
+    for (name, recs) in world.pope(&scenes) {
+        let yes = recs.iter().filter(|r| r.label == "yes").count();
+        assert_eq!(yes * 2, recs.len(), "{name} unbalanced");
+        // Four shapes: an image has at most min(present, absent) of each, so fewer than 3.
+        assert!(recs.len() >= 60, "{name}: {}", recs.len());
+        for r in &recs {
+            let words: Vec<&str> = r.text.split_whitespace().collect();
+            assert_eq!(words.len(), 7, "{name}: {}", r.text); // Is there a <shape> in the image?
+            let scene = idx.get(&r.image).unwrap();
+            let truth = amp_world::claims::question_truth(scene, &r.text).unwrap();
+            assert_eq!(truth, r.label == "yes", "{name}: {r:?}");
+        }
+    }
+    // The field is left out of the JSON by default, so older worlds keep their bytes.
+    let json = serde_json::to_string(&WorldConfig::small()).unwrap();
+    assert!(!json.contains("pope_objects"), "{json}");
+}
