@@ -3,7 +3,7 @@
 //! stage cache keys ([`super::stage`]): changing one reruns the stages that read it.
 
 use super::{DemoConfig, DemoError, GenSpec, ModelSpec, Result, Source, TowerSpec, TrainSpec, Variant, VariantKind};
-use amp_world::WorldConfig;
+use amp_world::{PopeObjects, WorldConfig};
 use mdpo::loss::{LossConfig, PairSet};
 
 /// An expert architecture. `patch` is the ViT patch size: the `small` and `large` worlds use one
@@ -88,7 +88,7 @@ impl DemoConfig {
             // The small preset's design at toy size (48 px: one 16 px patch per grid cell).
             "tiny" => DemoConfig {
                 preset: name.into(),
-                world: WorldConfig { n_train: 48, n_pref: 8, n_bench: 6, n_pope: 4, image_size: 48, canonical: true, ..world },
+                world: WorldConfig { n_train: 48, n_pref: 8, n_bench: 6, n_pope: 4, image_size: 48, canonical: true, pope_objects: PopeObjects::Shape, ..world },
                 experts: vec![spec("m48", 48, 1, 32, 1, 16), spec("s32", 32, 1, 32, 1, 16), spec("xs16", 16, 1, 32, 1, 16)],
                 base: "m48".into(),
                 sft: TrainSpec { steps: 12, batch_size: 8, lr: 3e-3, warmup_steps: 2, train_projector: true },
@@ -115,11 +115,25 @@ impl DemoConfig {
             // largest the base; 500 benchmark dialogues (standard error of a rate ≤ 0.015).
             "small" => DemoConfig {
                 preset: name.into(),
-                world: WorldConfig { n_train: 12000, n_pref: 400, n_bench: 500, n_pope: 100, canonical: true, ..world },
-                // Three levels graded by size (docs/demo.md, "Grading the levels"): d64 x 2 sat
-                // only 0.13 hallucinated claims per response below the base, and no expert below
-                // d48 x 2 sat 0.3 above it; d64 x 1 and d48 x 1 fall between, 1.1 and 0.6 apart.
-                experts: vec![spec("d96", 96, 2, 64, 2, 16), spec("d64x1", 64, 1, 64, 2, 16), spec("d48x1", 48, 1, 64, 2, 16)],
+                // Existence asks about a shape (POPE's form: a category, no attribute), balanced
+                // per shape, and makes up most grounded rounds: the experts learn it, graded by
+                // size (docs/demo.md, "Existence the experts learn").
+                world: WorldConfig {
+                    n_train: 12000,
+                    n_pref: 400,
+                    n_bench: 500,
+                    n_pope: 200,
+                    canonical: true,
+                    pope_objects: PopeObjects::Shape,
+                    description_fraction: 0.1,
+                    grounded_fraction: 0.9,
+                    existence_share: 1.0,
+                    ..world
+                },
+                // Three levels graded by size: two 2-layer models and a 1-layer one (the two
+                // 1-layer sizes tried below d64 x 2, d64 x 1 and d48 x 1, sat less than 0.1
+                // hallucinated claims per response apart on this mix; docs/demo.md).
+                experts: vec![spec("d96", 96, 2, 64, 2, 16), spec("d64x2", 64, 2, 64, 2, 16), spec("d32x1", 32, 1, 64, 2, 16)],
                 base: "d96".into(),
                 sft: TrainSpec { steps: 1200, batch_size: 32, lr: 1e-3, warmup_steps: 40, train_projector: false },
                 ig_parts: 0,
@@ -128,9 +142,11 @@ impl DemoConfig {
                 gen: GenSpec { num_beams: 1, max_new_tokens: 80, repetition_penalty: 1.0, batch_size: 64 },
                 pref: TrainSpec { steps: 60, batch_size: 8, lr: 5e-5, warmup_steps: 6, train_projector: true },
                 beta: 0.1,
-                variants: grounded_variants(&["d96", "d64x1", "d48x1"]),
+                variants: grounded_variants(&["d96", "d64x2", "d32x1"]),
                 tau: 0.85,
-                tower: Some(TowerSpec { hidden: 64, layers: 2, steps: 600, batch_size: 64, lr: 2e-3, position: true, presence: false }),
+                // The CLS token says which colour-shape pairs the image holds: a one-layer expert
+                // cannot search the patches for the question's shape, but can read one token.
+                tower: Some(TowerSpec { hidden: 64, layers: 2, steps: 600, batch_size: 64, lr: 2e-3, position: true, presence: true }),
                 captions: Some(TrainSpec { steps: 800, batch_size: 32, lr: 1e-3, warmup_steps: 20, train_projector: false }),
                 enforce_gates: true,
                 bootstrap: 2000,
