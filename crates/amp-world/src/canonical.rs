@@ -9,7 +9,8 @@
 //! ([`dialogue`]). Used when [`crate::WorldConfig::canonical`] is set.
 //!
 //! Question types (each exactly one phrasing):
-//! - existence, POPE's form: "Is there a red circle in the image?" — yes and no equally often;
+//! - existence, POPE's form: "Is there a red circle in the image?" — yes and no equally often —
+//!   or, with [`crate::PopeObjects::Shape`], "Is there a circle in the image?", balanced per shape;
 //! - cell: "What is in the top left?";
 //! - attribute by cell: "What color / shape / size is the object in the top left?";
 //! - description: "Describe the image." (the caption);
