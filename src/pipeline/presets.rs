@@ -191,6 +191,12 @@ impl DemoConfig {
                     e.name, e.patch, self.world.image_size
                 )));
             }
+            // The LLaVA configuration the expert will be built with (heads follow the width):
+            // a width whose heads do not divide is an error here, not a libtorch abort later.
+            let llava = super::engine::llava_config(e, self.world.image_size as i64, self.world.vocab_size as i64);
+            llava
+                .validate(std::path::Path::new("config.json"))
+                .map_err(|err| DemoError::Config(format!("expert {} (hidden {}, {} layers): {err}", e.name, e.hidden, e.layers)))?;
         }
         if let Some(t) = &self.tower {
             for e in &self.experts {
@@ -255,6 +261,31 @@ mod tests {
     }
 
     #[test]
+    fn an_expert_whose_heads_do_not_divide_is_a_config_error() {
+        let mut cfg = DemoConfig::preset("small").unwrap();
+        // 80 wide: 5 heads, 2 key/value heads (grouped-query attention needs 2 | 5).
+        cfg.experts[1] = spec("d80x2", 80, 2, 64, 2, 16);
+        for v in &mut cfg.variants {
+            for p in &mut v.pool {
+                if p == "d64x2" {
+                    *p = "d80x2".into();
+                }
+            }
+        }
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("expert d80x2") && e.contains("num_key_value_heads"), "{e}");
+        cfg.experts[1] = spec("d64x2", 64, 2, 64, 2, 16);
+        for v in &mut cfg.variants {
+            for p in &mut v.pool {
+                if p == "d80x2" {
+                    *p = "d64x2".into();
+                }
+            }
+        }
+        cfg.validate().unwrap();
+    }
+
+    #[test]
     fn an_expert_budget_scales_steps_and_warmup() {
         let t = TrainSpec { steps: 1200, batch_size: 32, lr: 1e-3, warmup_steps: 40, train_projector: false };
         let s = |p| ModelSpec { steps_percent: p, ..spec("d64", 64, 2, 64, 2, 16) };
@@ -273,10 +304,10 @@ mod tests {
         let cfg = DemoConfig::preset("small").unwrap();
         let v = |n: &str| cfg.variants.iter().find(|v| v.name == n).unwrap().pool.clone();
         assert_eq!(v("dpo-k2"), pool(&["d96"]));
-        assert_eq!(v("mdpo-k3"), pool(&["d96", "d64x1"]));
-        assert_eq!(v("mdpo-k4"), pool(&["d96", "d64x1", "d48x1"]));
+        assert_eq!(v("mdpo-k3"), pool(&["d96", "d64x2"]));
+        assert_eq!(v("mdpo-k4"), pool(&["d96", "d64x2", "d32x1"]));
         assert!(!cfg.variants.iter().any(|v| v.name == "mdpo-k5"), "three experts: K ≤ 4");
-        assert_eq!(v("dpo-k2-weakest"), pool(&["d48x1"]));
+        assert_eq!(v("dpo-k2-weakest"), pool(&["d32x1"]));
         assert!(cfg.variants.iter().any(|v| v.kind == VariantKind::SftControl));
     }
 }
