@@ -106,7 +106,9 @@ pub fn existence(scene: &Scene, yes: bool, vocab: &Vocab, rng: &mut Rng) -> Opti
 
 /// "Is there a <shape> in the image?", the shape drawn uniformly and kept with a probability
 /// that makes every shape's question "yes" exactly half of the time over the world's scenes
-/// (`None` when not kept, the dialogue then draws another round). Frequent shapes are present
+/// (`None` when not kept: [`dialogue`] asks a cell or attribute question instead, or moves to
+/// the next category, so how many existence questions a dialogue gets never depends on its
+/// scene). Frequent shapes are present
 /// more often, so without this a question-only guess ("circle: yes, diamond: no") is right more
 /// often than chance, and the experts learned that guess instead of looking (docs/demo.md; VQA
 /// v2 balanced its questions' language prior for the same reason).
