@@ -125,40 +125,45 @@ fn executed_bucketed(lens: &[usize]) -> usize {
         .sum()
 }
 
-/// Sustained GFLOP/s of a float GEMM of MiniLM's feed-forward shape ([4096, 384] x [384, 1536])
-/// on libtorch's intra-op threads.
-fn gemm_gflops() -> f64 {
+/// MiniLM's feed-forward GEMM shape ([4096, 384] x [384, 1536]): FLOPs per product, and the
+/// products timed per measurement.
+const GEMM_FLOP: f64 = 2.0 * 4096.0 * 384.0 * 1536.0;
+const GEMM_REPS: usize = 20;
+
+/// The GEMM's operands, multiplied once (warm-up) on the calling thread's libtorch setting.
+fn gemm_operands() -> (tch::Tensor, tch::Tensor) {
     use tch::{Kind, Tensor};
     let x = Tensor::randn([4096, 384], (Kind::Float, tch::Device::Cpu));
     let w = Tensor::randn([1536, 384], (Kind::Float, tch::Device::Cpu));
     let _ = x.matmul(&w.tr());
-    let reps = 20;
+    (x, w)
+}
+
+/// Sustained GFLOP/s of the GEMM on libtorch's intra-op threads.
+fn gemm_gflops() -> f64 {
+    let (x, w) = gemm_operands();
     let t = Instant::now();
-    for _ in 0..reps {
+    for _ in 0..GEMM_REPS {
         let _ = x.matmul(&w.tr());
     }
-    2.0 * 4096.0 * 384.0 * 1536.0 * reps as f64 / t.elapsed().as_secs_f64() / 1e9
+    GEMM_FLOP * GEMM_REPS as f64 / t.elapsed().as_secs_f64() / 1e9
 }
 
 /// The same GEMM run data-parallel: one single-threaded GEMM per intra-op thread, all at once
 /// (how the `mllm` experts run the auto-check's embedding calls on the CPU); total GFLOP/s. The
 /// caller's thread setting is restored.
 fn gemm_gflops_parallel() -> f64 {
-    use tch::{Kind, Tensor};
     let threads = tch::get_num_threads();
-    let reps = 20;
     let t = std::sync::Mutex::new(None::<Instant>);
     let barrier = std::sync::Barrier::new(threads as usize);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 tch::set_num_threads(1);
-                let x = Tensor::randn([4096, 384], (Kind::Float, tch::Device::Cpu));
-                let w = Tensor::randn([1536, 384], (Kind::Float, tch::Device::Cpu));
-                let _ = x.matmul(&w.tr());
+                let (x, w) = gemm_operands();
                 barrier.wait();
                 t.lock().unwrap().get_or_insert_with(Instant::now);
-                for _ in 0..reps {
+                for _ in 0..GEMM_REPS {
                     let _ = x.matmul(&w.tr());
                 }
             });
@@ -170,7 +175,7 @@ fn gemm_gflops_parallel() -> f64 {
         .unwrap()
         .expect("one thread at least")
         .elapsed();
-    2.0 * 4096.0 * 384.0 * 1536.0 * (reps * threads as usize) as f64 / dt.as_secs_f64() / 1e9
+    GEMM_FLOP * (GEMM_REPS * threads as usize) as f64 / dt.as_secs_f64() / 1e9
 }
 
 /// The machine's GEMM limit: the higher of the two ways of running MiniLM's GEMM shape on its

@@ -142,16 +142,23 @@ impl ClipTextEmbedder {
     }
 }
 
+impl<E: TextEncoder> Embedder<E> {
+    /// One call's vectors from the (locked) encoder, errors naming the expert.
+    fn embed_with(&self, encoder: &E, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        encoder
+            .embed_texts(&refs)
+            .map_err(|e| AmpDataError::embedding(&self.name, e))
+    }
+}
+
 impl<E: TextEncoder> SentenceEmbedder for Embedder<E> {
     fn name(&self) -> String {
         self.name.clone()
     }
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let encoder = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        encoder
-            .embed_texts(&refs)
-            .map_err(|e| AmpDataError::embedding(&self.name, e))
+        self.embed_with(&encoder, texts)
     }
     fn token_lens(&self, texts: &[String]) -> Option<Vec<usize>> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -161,12 +168,7 @@ impl<E: TextEncoder> SentenceEmbedder for Embedder<E> {
     /// Data-parallel on the CPU (see [`Embedder`]).
     fn embed_calls(&self, calls: &[Vec<String>]) -> Result<Vec<Vec<Vec<f32>>>> {
         let encoder = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let run = |texts: &Vec<String>| -> Result<Vec<Vec<f32>>> {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            encoder
-                .embed_texts(&refs)
-                .map_err(|e| AmpDataError::embedding(&self.name, e))
-        };
+        let run = |texts: &Vec<String>| self.embed_with(&encoder, texts);
         let threads = tch::get_num_threads();
         // fewer than two calls per worker (one check of one sample) balance badly: intra-op
         if threads < 2 || calls.len() < 2 * threads as usize || encoder.device() != tch::Device::Cpu
