@@ -249,12 +249,12 @@ impl PreferenceModel for LlavaPreference {
                 let mut cache = self.model.new_cache();
                 self.model.prefill_from_embeds(&pre_e, Some(&p.pre_valid), &mut cache, train);
                 cache.index_select(&p.rep);
-                let logits = self.model.logits_from_embeds(&cont_e, Some(&p.key_valid), Some(&mut cache), train);
-                p.head(&logits, &cont_ids)
+                let h = self.model.hidden_from_embeds(&cont_e, Some(&p.key_valid), Some(&mut cache), train);
+                p.head(&h, &cont_ids, &|x| self.model.language_model.lm_head(x, train))
             }
             None => {
-                let logits = self.model.logits_from_embeds(&embeds, Some(&rows.valid), None, train);
-                full_head(&logits, &rows.ids, &rows.weights)
+                let h = self.model.hidden_from_embeds(&embeds, Some(&rows.valid), None, train);
+                full_head(&h, &rows.ids, &rows.weights, &|x| self.model.language_model.lm_head(x, train))
             }
         };
         Ok(rows.logps(sum, levels.len(), batch.b))
@@ -337,13 +337,31 @@ impl Rows {
     }
 }
 
-/// Weighted log-prob sums `[N]` of full rows from their logits `[N, T, V]`.
-fn full_head(logits: &Tensor, ids: &Tensor, weights: &Tensor) -> Tensor {
+/// Weighted log-prob sums `[N]` of full rows from their final hidden states `[N, T, D]` (after
+/// the norm): target `t + 1` is predicted from position `t`, with weight `weights[t + 1]`.
+fn full_head(hidden: &Tensor, ids: &Tensor, weights: &Tensor, lm_head: &dyn Fn(&Tensor) -> Tensor) -> Tensor {
     let t = ids.size()[1];
-    let lp = logits.narrow(1, 0, t - 1).log_softmax(-1, Kind::Float);
-    let tgt = ids.narrow(1, 1, t - 1).clamp_min(0);
-    let tok_lp = lp.gather(2, &tgt.unsqueeze(-1), false).squeeze_dim(-1);
-    (tok_lp * weights.narrow(1, 1, t - 1)).sum_dim_intlist(1, false, Kind::Float)
+    if t < 2 {
+        return Tensor::zeros([ids.size()[0]], (Kind::Float, hidden.device()));
+    }
+    weighted_logps(&hidden.narrow(1, 0, t - 1), &ids.narrow(1, 1, t - 1), &weights.narrow(1, 1, t - 1), lm_head)
+}
+
+/// `Σ_t w[n, t] · log softmax(lm_head(h[n, t]))[tgt[n, t]]` for `h` `[N, S, D]`, `tgt` and `w`
+/// `[N, S]`, with the `lm_head` and the log-softmax run **only at the positions with a weight**
+/// (the response tokens). A prompt's positions are most of a row, and their logits `[S, V]`
+/// would be the largest tensors of the step (32,000 × T floats per row for LLaMA); the sum is
+/// the same, term for term, as over the full logits with the weightless terms zero.
+fn weighted_logps(h: &Tensor, tgt: &Tensor, w: &Tensor, lm_head: &dyn Fn(&Tensor) -> Tensor) -> Tensor {
+    let (n, s, d) = h.size3().expect("[N, S, D]");
+    let w = w.to_kind(Kind::Float).reshape([-1]);
+    let at = w.ne(0.0).nonzero().squeeze_dim(1);
+    let logits = lm_head(&h.reshape([-1, d]).index_select(0, &at)).to_kind(Kind::Float);
+    let lp = logits.log_softmax(-1, Kind::Float);
+    let tgt = tgt.reshape([-1]).index_select(0, &at).clamp_min(0);
+    let tok = lp.gather(1, &tgt.unsqueeze(-1), false).squeeze_dim(-1) * w.index_select(0, &at);
+    // back to [N, S] (zeros elsewhere), summed per row: deterministic on every device
+    Tensor::zeros([n * s], (Kind::Float, h.device())).index_copy(0, &at, &tok).view([n, s]).sum_dim_intlist(1, false, Kind::Float)
 }
 
 /// How a batch's rows split into a shared prefix per example and continuations (see
@@ -379,16 +397,13 @@ impl PrefixPlan {
         ids.reshape([-1]).index_select(0, &self.cont_idx).view([self.n, self.c])
     }
 
-    /// Weighted log-prob sums `[N]` from the continuation logits `[N, C, V]`.
-    fn head(&self, logits: &Tensor, cont_ids: &Tensor) -> Tensor {
+    /// Weighted log-prob sums `[N]` from the continuation's final hidden states `[N, C, D]`.
+    fn head(&self, hidden: &Tensor, cont_ids: &Tensor, lm_head: &dyn Fn(&Tensor) -> Tensor) -> Tensor {
         let c = self.c;
         if c < 2 {
-            return Tensor::zeros([self.n], (Kind::Float, logits.device()));
+            return Tensor::zeros([self.n], (Kind::Float, hidden.device()));
         }
-        let lp = logits.narrow(1, 0, c - 1).log_softmax(-1, Kind::Float);
-        let tgt = cont_ids.narrow(1, 1, c - 1).clamp_min(0);
-        let tok_lp = lp.gather(2, &tgt.unsqueeze(-1), false).squeeze_dim(-1);
-        (tok_lp * self.cont_w.narrow(1, 1, c - 1)).sum_dim_intlist(1, false, Kind::Float)
+        weighted_logps(&hidden.narrow(1, 0, c - 1), &cont_ids.narrow(1, 1, c - 1), &self.cont_w.narrow(1, 1, c - 1), lm_head)
     }
 }
 

@@ -96,8 +96,7 @@ impl LlavaPreference {
                 }
                 let cont_ids = cont_ids.as_ref().expect("with the plan");
                 let _ = recompute::backward(&stem, &segments, |s| {
-                    let logits = lm.lm_head(&lm.norm.forward(&s[0]), train).to_kind(Kind::Float);
-                    surrogate(&p.head(&logits, cont_ids), grad, l, b)
+                    surrogate(&p.head(&lm.norm.forward(&s[0]), cont_ids, &|x| lm.lm_head(x, train)), grad, l, b)
                 });
             }
             _ => {
@@ -105,8 +104,7 @@ impl LlavaPreference {
                     segments.push(Box::new(move |s: &[Tensor]| vec![layer.forward(&s[0], cos, sin, mask, None, train)]));
                 }
                 let _ = recompute::backward(&stem, &segments, |s| {
-                    let logits = lm.lm_head(&lm.norm.forward(&s[0]), train).to_kind(Kind::Float);
-                    surrogate(&full_head(&logits, &rows.ids, &rows.weights), grad, l, b)
+                    surrogate(&full_head(&lm.norm.forward(&s[0]), &rows.ids, &rows.weights, &|x| lm.lm_head(x, train)), grad, l, b)
                 });
             }
         }
