@@ -181,6 +181,7 @@ fn train_config(spec: &TrainSpec, seed: u64, out: &Path) -> MdpoConfig {
         output_dir: out.to_path_buf(),
         plots: false,
         schedule: mdpo::optim::Schedule::Cosine,
+        group_by_length: spec.group_by_length,
         ..MdpoConfig::default()
     }
 }

@@ -269,6 +269,14 @@ pub struct TrainSpec {
     /// frozen"). Absent in older configs: `true`.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub train_projector: bool,
+    /// Length-grouped batches (mdpo's `group_by_length`, as transformers'): examples of
+    /// similar length share a batch, so little of a step is padding. Absent: `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub group_by_length: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn yes() -> bool {

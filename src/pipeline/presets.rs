@@ -91,12 +91,12 @@ impl DemoConfig {
                 world: WorldConfig { n_train: 48, n_pref: 8, n_bench: 6, n_pope: 4, image_size: 48, canonical: true, pope_objects: PopeObjects::Shape, ..world },
                 experts: vec![spec("m48", 48, 1, 32, 1, 16), spec("s32", 32, 1, 32, 1, 16), spec("xs16", 16, 1, 32, 1, 16)],
                 base: "m48".into(),
-                sft: TrainSpec { steps: 12, batch_size: 8, lr: 3e-3, warmup_steps: 2, train_projector: true },
+                sft: TrainSpec { steps: 12, batch_size: 8, lr: 3e-3, warmup_steps: 2, train_projector: true, group_by_length: false },
                 ig_parts: 2,
                 ig_pretrain_fraction: 0.25,
                 ig_finetune_fraction: 1.0,
                 gen: GenSpec { num_beams: 1, max_new_tokens: 24, repetition_penalty: 1.0, batch_size: 32 },
-                pref: TrainSpec { steps: 4, batch_size: 4, lr: 5e-5, warmup_steps: 1, train_projector: true },
+                pref: TrainSpec { steps: 4, batch_size: 4, lr: 5e-5, warmup_steps: 1, train_projector: true, group_by_length: false },
                 beta: 0.1,
                 variants: {
                     let mut v = grounded_variants(&["m48", "s32", "xs16"]);
@@ -105,7 +105,7 @@ impl DemoConfig {
                 },
                 tau: 0.85,
                 tower: Some(TowerSpec { hidden: 32, layers: 1, steps: 20, batch_size: 16, lr: 2e-3, position: true, presence: true }),
-                captions: Some(TrainSpec { steps: 6, batch_size: 8, lr: 3e-3, warmup_steps: 1, train_projector: true }),
+                captions: Some(TrainSpec { steps: 6, batch_size: 8, lr: 3e-3, warmup_steps: 1, train_projector: true, group_by_length: false }),
                 // Toy models cannot pass; the gates' computation is what the tiny run checks.
                 enforce_gates: false,
                 bootstrap: 200,
@@ -133,21 +133,21 @@ impl DemoConfig {
                 // Three levels graded by size: two 2-layer models and a 1-layer one (the two
                 // 1-layer sizes tried below d64 x 2, d64 x 1 and d48 x 1, sat less than 0.1
                 // hallucinated claims per response apart on this mix; docs/demo.md).
-                experts: vec![spec("d96", 96, 2, 64, 2, 16), spec("d64x2", 64, 2, 64, 2, 16), spec("d32x1", 32, 1, 64, 2, 16)],
+                experts: vec![spec("d96", 96, 2, 64, 2, 16), spec("d64x2", 64, 2, 64, 2, 16), spec("d48x1", 48, 1, 64, 2, 16)],
                 base: "d96".into(),
-                sft: TrainSpec { steps: 1200, batch_size: 32, lr: 1e-3, warmup_steps: 40, train_projector: false },
+                sft: TrainSpec { steps: 1200, batch_size: 32, lr: 1e-3, warmup_steps: 40, train_projector: false, group_by_length: false },
                 ig_parts: 0,
                 ig_pretrain_fraction: 0.2,
                 ig_finetune_fraction: 0.5,
                 gen: GenSpec { num_beams: 1, max_new_tokens: 80, repetition_penalty: 1.0, batch_size: 64 },
-                pref: TrainSpec { steps: 60, batch_size: 8, lr: 5e-5, warmup_steps: 6, train_projector: true },
+                pref: TrainSpec { steps: 60, batch_size: 8, lr: 5e-5, warmup_steps: 6, train_projector: true, group_by_length: false },
                 beta: 0.1,
-                variants: grounded_variants(&["d96", "d64x2", "d32x1"]),
+                variants: grounded_variants(&["d96", "d64x2", "d48x1"]),
                 tau: 0.85,
                 // The CLS token says which colour-shape pairs the image holds: a one-layer expert
                 // cannot search the patches for the question's shape, but can read one token.
                 tower: Some(TowerSpec { hidden: 64, layers: 2, steps: 600, batch_size: 64, lr: 2e-3, position: true, presence: true }),
-                captions: Some(TrainSpec { steps: 800, batch_size: 32, lr: 1e-3, warmup_steps: 20, train_projector: false }),
+                captions: Some(TrainSpec { steps: 800, batch_size: 32, lr: 1e-3, warmup_steps: 20, train_projector: false, group_by_length: false }),
                 enforce_gates: true,
                 bootstrap: 2000,
             },
@@ -161,12 +161,12 @@ impl DemoConfig {
                     spec("d64", 64, 2, 64, 1, 32),
                 ],
                 base: "d96".into(),
-                sft: TrainSpec { steps: 3000, batch_size: 32, lr: 1e-3, warmup_steps: 100, train_projector: true },
+                sft: TrainSpec { steps: 3000, batch_size: 32, lr: 1e-3, warmup_steps: 100, train_projector: true, group_by_length: false },
                 ig_parts: 2,
                 ig_pretrain_fraction: 0.2,
                 ig_finetune_fraction: 1.0,
                 gen: GenSpec { num_beams: 1, max_new_tokens: 128, repetition_penalty: 1.0, batch_size: 64 },
-                pref: TrainSpec { steps: 600, batch_size: 8, lr: 5e-5, warmup_steps: 20, train_projector: true },
+                pref: TrainSpec { steps: 600, batch_size: 8, lr: 5e-5, warmup_steps: 20, train_projector: true, group_by_length: false },
                 beta: 0.1,
                 variants: variants(5, true),
                 tau: 0.85,
@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn an_expert_budget_scales_steps_and_warmup() {
-        let t = TrainSpec { steps: 1200, batch_size: 32, lr: 1e-3, warmup_steps: 40, train_projector: false };
+        let t = TrainSpec { steps: 1200, batch_size: 32, lr: 1e-3, warmup_steps: 40, train_projector: false, group_by_length: false };
         let s = |p| ModelSpec { steps_percent: p, ..spec("d64", 64, 2, 64, 2, 16) };
         assert_eq!(s(None).schedule(&t), t);
         let half = s(Some(50)).schedule(&t);
@@ -305,9 +305,9 @@ mod tests {
         let v = |n: &str| cfg.variants.iter().find(|v| v.name == n).unwrap().pool.clone();
         assert_eq!(v("dpo-k2"), pool(&["d96"]));
         assert_eq!(v("mdpo-k3"), pool(&["d96", "d64x2"]));
-        assert_eq!(v("mdpo-k4"), pool(&["d96", "d64x2", "d32x1"]));
+        assert_eq!(v("mdpo-k4"), pool(&["d96", "d64x2", "d48x1"]));
         assert!(!cfg.variants.iter().any(|v| v.name == "mdpo-k5"), "three experts: K ≤ 4");
-        assert_eq!(v("dpo-k2-weakest"), pool(&["d32x1"]));
+        assert_eq!(v("dpo-k2-weakest"), pool(&["d48x1"]));
         assert!(cfg.variants.iter().any(|v| v.kind == VariantKind::SftControl));
     }
 }

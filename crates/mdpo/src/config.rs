@@ -75,6 +75,11 @@ pub struct MdpoConfig {
     pub reference_fingerprint: Option<String>,
     /// Write PNG curves at the end of `train`.
     pub plots: bool,
+    /// Length-grouped data order, as transformers' `group_by_length`: each epoch's shuffled order
+    /// is cut into mega-batches of [`crate::trainer::MEGA_BATCH`] global batches, each sorted by
+    /// length so that a batch's examples pad little, and the batches are shuffled again
+    /// ([`crate::trainer::length_grouped_permutation`]). Default off.
+    pub group_by_length: bool,
 }
 
 impl Default for MdpoConfig {
@@ -106,6 +111,7 @@ impl Default for MdpoConfig {
             ref_batch_size: 8,
             reference_fingerprint: None,
             plots: true,
+            group_by_length: false,
         }
     }
 }

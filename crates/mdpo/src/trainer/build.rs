@@ -104,7 +104,7 @@ impl<M: PreferenceModel> Trainer<M> {
         let steps_per_epoch = examples.len().div_ceil(cfg.global_batch());
         let total_steps = cfg.max_steps.unwrap_or(cfg.epochs * steps_per_epoch);
         let state = TrainState::new(data, cfg.seed);
-        let perm = (0, epoch_permutation(examples.len(), cfg.seed, 0));
+        let perm = (0, order_of(&cfg, &examples, 0));
         let mut t = Self {
             cfg,
             task,

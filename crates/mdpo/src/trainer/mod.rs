@@ -81,6 +81,16 @@ pub struct Trainer<M: PreferenceModel> {
     comm_secs: f64,
 }
 
+/// The data order of `epoch` for this configuration and these examples.
+fn order_of(cfg: &MdpoConfig, examples: &[PreferenceExample], epoch: usize) -> Vec<usize> {
+    if cfg.group_by_length {
+        let lens: Vec<usize> = examples.iter().map(example_length).collect();
+        length_grouped_permutation(&lens, cfg.global_batch(), cfg.seed, epoch)
+    } else {
+        epoch_permutation(examples.len(), cfg.seed, epoch)
+    }
+}
+
 /// The data order of an epoch: a Fisher–Yates shuffle driven by SplitMix64 ([`mix64`]) of
 /// `(seed, epoch)`.
 pub fn epoch_permutation(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
@@ -94,7 +104,40 @@ pub fn epoch_permutation(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// Global batches per mega-batch of [`length_grouped_permutation`] (transformers' default).
+pub const MEGA_BATCH: usize = 50;
+
+/// The data order of an epoch grouped by length (`group_by_length`): the epoch's
+/// [`epoch_permutation`] cut into mega-batches of `MEGA_BATCH × global_batch` examples, each
+/// sorted longest first (ties by position, so the order is a pure function of the seed) and cut
+/// into global batches; then the batches of each mega-batch are shuffled by a second seeded
+/// Fisher–Yates, so that the steps do not run from long to short. Every example appears once.
+pub fn length_grouped_permutation(lens: &[usize], global_batch: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let order = epoch_permutation(lens.len(), seed, epoch);
+    let gb = global_batch.max(1);
+    let mut out = Vec::with_capacity(order.len());
+    for (m, mega) in order.chunks(MEGA_BATCH * gb).enumerate() {
+        let mut mega = mega.to_vec();
+        mega.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+        let batches: Vec<&[usize]> = mega.chunks(gb).collect();
+        let shuffle = epoch_permutation(batches.len(), mix64(seed ^ 0x6c65_6e67_7468), epoch * 1_000_003 + m);
+        out.extend(shuffle.into_iter().flat_map(|b| batches[b].iter().copied()));
+    }
+    out
+}
+
+/// The length [`length_grouped_permutation`] sorts by: characters of the longest of the
+/// example's K conversations (the one its rows are padded to).
+pub fn example_length(e: &PreferenceExample) -> usize {
+    e.responses.iter().map(|c| c.iter().map(|t| t.value.len()).sum::<usize>()).max().unwrap_or(0)
+}
+
 impl<M: PreferenceModel> Trainer<M> {
+    /// The data order of `epoch`: length-grouped or a plain shuffle, by the configuration.
+    fn epoch_order(&self, epoch: usize) -> Vec<usize> {
+        order_of(&self.cfg, &self.examples, epoch)
+    }
+
     /// This process's rank and the world size (`(0, 1)` for a single process).
     pub fn rank(&self) -> (usize, usize) {
         (self.comm.rank(), self.comm.world_size())
@@ -145,7 +188,7 @@ impl<M: PreferenceModel> Trainer<M> {
         let n = self.examples.len();
         let (epoch, offset) = (self.state.epoch, self.state.offset);
         if self.perm.0 != epoch {
-            self.perm = (epoch, epoch_permutation(n, self.cfg.seed, epoch));
+            self.perm = (epoch, self.epoch_order(epoch));
         }
         let take = self.cfg.global_batch().min(n - offset);
         let idx = &self.perm.1[offset..offset + take];
