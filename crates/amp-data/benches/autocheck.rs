@@ -385,10 +385,11 @@ fn main() {
         real_b += ls.iter().sum::<usize>();
         exec_b += executed_bucketed(&ls);
     }
-    // `amp check` (pipeline::check): check_batch on fixed blocks of CHECK_BLOCK samples
+    // `amp check` (pipeline::check): check_batch on its blocks (CHECK_BLOCK samples, a short
+    // tail joined to the block before)
     let block = amp_data::pipeline::CHECK_BLOCK;
     let (mut real_k, mut exec_k, mut n_k) = (0usize, 0usize, 0usize);
-    for blk in per_sample_calls.chunks(block) {
+    for blk in check_blocks(&per_sample_calls) {
         for pick in [0, 1] {
             let mut v: Vec<String> = blk
                 .iter()
@@ -434,7 +435,7 @@ fn main() {
     );
 
     println!(
-        "check_batch in blocks of {block} samples (amp check): {real_k} real tokens ({:.0} per response), executed/real {:.2}, limit {:.1} responses/s",
+        "check_batch in blocks of {block} samples, a short tail joined (amp check): {real_k} real tokens ({:.0} per response), executed/real {:.2}, limit {:.1} responses/s",
         real_k as f64 / responses as f64,
         exec_k as f64 / real_k as f64,
         limit_k
@@ -468,19 +469,31 @@ fn main() {
         100.0 * responses as f64 / dt / limit_b_now
     );
 
-    // `amp check`'s path: fixed blocks of CHECK_BLOCK samples
+    // `amp check`'s path: its blocks
     let (gflops_now, ..) = gemm_limit();
     let limit_k_now = limit_k * gflops_now / gflops;
     let t = Instant::now();
-    for blk in samples.chunks(block) {
+    for blk in check_blocks(&samples) {
         checker.check_batch(blk).unwrap();
     }
     let dt = t.elapsed().as_secs_f64();
     println!(
-        "full auto-check, check_batch in blocks of {block} (amp check): {:.1} generated responses/s ({:.3} s for {responses}) = {:.0}% of its limit (GEMM re-measured just before: {gflops_now:.1} GFLOP/s, limit {limit_k_now:.1} responses/s: {:.0}%)",
+        "full auto-check, check_batch in blocks of {block}, a short tail joined (amp check): {:.1} generated responses/s ({:.3} s for {responses}) = {:.0}% of its limit (GEMM re-measured just before: {gflops_now:.1} GFLOP/s, limit {limit_k_now:.1} responses/s: {:.0}%)",
         responses as f64 / dt,
         dt,
         100.0 * responses as f64 / dt / limit_k,
         100.0 * responses as f64 / dt / limit_k_now
     );
+}
+
+/// `xs` cut as `amp check` cuts a shard ([`amp_data::pipeline::check_blocks`]).
+fn check_blocks<T>(xs: &[T]) -> Vec<&[T]> {
+    let mut start = 0;
+    amp_data::pipeline::check_blocks(xs.len())
+        .into_iter()
+        .map(|len| {
+            start += len;
+            &xs[start - len..start]
+        })
+        .collect()
 }

@@ -408,9 +408,25 @@ where
 }
 
 /// Rows per auto-check block: [`check`] runs [`AutoChecker::check_batch`] on consecutive blocks of
-/// this many rows of the shard (by input position), so each block's texts are de-duplicated and
-/// embedded in length buckets together. A kill loses at most the block in flight.
+/// this many rows of the shard (by input position; [`check_blocks`]), so each block's texts are
+/// de-duplicated and embedded in length buckets together. A kill loses at most the block in flight.
 pub const CHECK_BLOCK: usize = 64;
+
+/// The sizes of the auto-check's blocks over `n` rows: blocks of [`CHECK_BLOCK`] rows, except
+/// that a last block shorter than a quarter of it joins the one before (67 rows → one block of
+/// 67, not 64 + 3): a block of a few rows has too few embedding calls to keep the data-parallel
+/// workers busy and shares few texts to de-duplicate. A function of `n` alone, so a resumed run
+/// forms the same blocks.
+pub fn check_blocks(n: usize) -> Vec<usize> {
+    let mut out = vec![CHECK_BLOCK; n / CHECK_BLOCK];
+    let tail = n % CHECK_BLOCK;
+    match out.last_mut() {
+        Some(last) if tail < CHECK_BLOCK / 4 => *last += tail,
+        _ if tail > 0 => out.push(tail),
+        _ => {}
+    }
+    out
+}
 
 /// Checks one generated row on its own (or keeps its initial ranking when `checker` is `None`).
 /// [`check`] checks rows in blocks instead; the result is the same up to the experts' float
@@ -490,7 +506,8 @@ fn checked_row(row: &GeneratedRow, sc: Option<SampleCheck>, ran: bool) -> Checke
 /// Stage 2: auto-check every generated row of the shard (`checker = None`: keep the initial
 /// ranking, the paper's "Initial" ablation).
 ///
-/// The shard's rows, in input order (`index`), are cut into fixed blocks of [`CHECK_BLOCK`] rows;
+/// The shard's rows, in input order (`index`), are cut into fixed blocks ([`check_blocks`]: of
+/// [`CHECK_BLOCK`] rows, a short last block joined to the one before);
 /// each block is checked by one [`AutoChecker::check_batch`] (texts de-duplicated across the
 /// block, embedded in length buckets; chunking spread over `jobs` threads) and its rows written in
 /// input order. A block whose rows are all in `out` already is skipped; a partly written block
@@ -532,8 +549,14 @@ pub fn check<L: SentenceEmbedder, G: SentenceEmbedder>(
         .num_threads(jobs)
         .build()
         .map_err(|e| AmpDataError::Config(format!("thread pool: {e}")))?;
-    let res = mine
-        .chunks(CHECK_BLOCK)
+    let mut blocks: Vec<&[&GeneratedRow]> = Vec::new();
+    let mut start = 0;
+    for len in check_blocks(mine.len()) {
+        blocks.push(&mine[start..start + len]);
+        start += len;
+    }
+    let res = blocks
+        .into_iter()
         .try_for_each(|block| -> Result<()> {
             if block.iter().all(|r| done.contains(&r.id)) {
                 return Ok(());
@@ -723,6 +746,24 @@ pub fn finalize(mut rows: Vec<CheckedRow>, dir: &Path) -> Result<FinalOutputs> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn check_blocks_join_a_short_tail_to_the_block_before() {
+        use super::{check_blocks, CHECK_BLOCK};
+        let q = CHECK_BLOCK / 4;
+        assert_eq!(check_blocks(0), Vec::<usize>::new());
+        assert_eq!(check_blocks(3), vec![3]);
+        assert_eq!(check_blocks(CHECK_BLOCK), vec![CHECK_BLOCK]);
+        assert_eq!(check_blocks(CHECK_BLOCK + 3), vec![CHECK_BLOCK + 3]);
+        assert_eq!(check_blocks(CHECK_BLOCK + q), vec![CHECK_BLOCK, q]);
+        assert_eq!(check_blocks(3 * CHECK_BLOCK + q - 1), vec![CHECK_BLOCK, CHECK_BLOCK, CHECK_BLOCK + q - 1]);
+        for n in 0..600 {
+            let b = check_blocks(n);
+            assert_eq!(b.iter().sum::<usize>(), n);
+            assert!(b.iter().all(|&l| l > 0 && l < CHECK_BLOCK + q));
+            assert!(b[..b.len().saturating_sub(1)].iter().all(|&l| l == CHECK_BLOCK));
+        }
+    }
+
     use super::*;
 
     #[test]
