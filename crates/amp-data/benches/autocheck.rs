@@ -389,7 +389,7 @@ fn main() {
     // tail joined to the block before)
     let block = amp_data::pipeline::CHECK_BLOCK;
     let (mut real_k, mut exec_k, mut n_k) = (0usize, 0usize, 0usize);
-    for blk in check_blocks(&per_sample_calls) {
+    for blk in amp_data::pipeline::check_blocks(&per_sample_calls) {
         for pick in [0, 1] {
             let mut v: Vec<String> = blk
                 .iter()
@@ -473,7 +473,7 @@ fn main() {
     let (gflops_now, ..) = gemm_limit();
     let limit_k_now = limit_k * gflops_now / gflops;
     let t = Instant::now();
-    for blk in check_blocks(&samples) {
+    for blk in amp_data::pipeline::check_blocks(&samples) {
         checker.check_batch(blk).unwrap();
     }
     let dt = t.elapsed().as_secs_f64();
@@ -486,14 +486,3 @@ fn main() {
     );
 }
 
-/// `xs` cut as `amp check` cuts a shard ([`amp_data::pipeline::check_blocks`]).
-fn check_blocks<T>(xs: &[T]) -> Vec<&[T]> {
-    let mut start = 0;
-    amp_data::pipeline::check_blocks(xs.len())
-        .into_iter()
-        .map(|len| {
-            start += len;
-            &xs[start - len..start]
-        })
-        .collect()
-}

@@ -412,18 +412,17 @@ where
 /// de-duplicated and embedded in length buckets together. A kill loses at most the block in flight.
 pub const CHECK_BLOCK: usize = 64;
 
-/// The sizes of the auto-check's blocks over `n` rows: blocks of [`CHECK_BLOCK`] rows, except
-/// that a last block shorter than a quarter of it joins the one before (67 rows → one block of
-/// 67, not 64 + 3): a block of a few rows has too few embedding calls to keep the data-parallel
-/// workers busy and shares few texts to de-duplicate. A function of `n` alone, so a resumed run
-/// forms the same blocks.
-pub fn check_blocks(n: usize) -> Vec<usize> {
-    let mut out = vec![CHECK_BLOCK; n / CHECK_BLOCK];
-    let tail = n % CHECK_BLOCK;
-    match out.last_mut() {
-        Some(last) if tail < CHECK_BLOCK / 4 => *last += tail,
-        _ if tail > 0 => out.push(tail),
-        _ => {}
+/// The auto-check's blocks of `rows`: consecutive blocks of [`CHECK_BLOCK`] rows, except that a
+/// last block shorter than a quarter of it joins the one before (67 rows → one block of 67, not
+/// 64 + 3): a block of a few rows has too few embedding calls to keep the data-parallel workers
+/// busy and shares few texts to de-duplicate. The cut depends on the row count alone, so a
+/// resumed run forms the same blocks.
+pub fn check_blocks<T>(rows: &[T]) -> Vec<&[T]> {
+    let mut out: Vec<&[T]> = rows.chunks(CHECK_BLOCK).collect();
+    if out.len() >= 2 && out[out.len() - 1].len() < CHECK_BLOCK / 4 {
+        out.pop();
+        let start = (out.len() - 1) * CHECK_BLOCK;
+        *out.last_mut().expect("two or more blocks") = &rows[start..];
     }
     out
 }
@@ -549,13 +548,7 @@ pub fn check<L: SentenceEmbedder, G: SentenceEmbedder>(
         .num_threads(jobs)
         .build()
         .map_err(|e| AmpDataError::Config(format!("thread pool: {e}")))?;
-    let mut blocks: Vec<&[&GeneratedRow]> = Vec::new();
-    let mut start = 0;
-    for len in check_blocks(mine.len()) {
-        blocks.push(&mine[start..start + len]);
-        start += len;
-    }
-    let res = blocks
+    let res = check_blocks(&mine)
         .into_iter()
         .try_for_each(|block| -> Result<()> {
             if block.iter().all(|r| done.contains(&r.id)) {
@@ -750,14 +743,21 @@ mod tests {
     fn check_blocks_join_a_short_tail_to_the_block_before() {
         use super::{check_blocks, CHECK_BLOCK};
         let q = CHECK_BLOCK / 4;
-        assert_eq!(check_blocks(0), Vec::<usize>::new());
-        assert_eq!(check_blocks(3), vec![3]);
-        assert_eq!(check_blocks(CHECK_BLOCK), vec![CHECK_BLOCK]);
-        assert_eq!(check_blocks(CHECK_BLOCK + 3), vec![CHECK_BLOCK + 3]);
-        assert_eq!(check_blocks(CHECK_BLOCK + q), vec![CHECK_BLOCK, q]);
-        assert_eq!(check_blocks(3 * CHECK_BLOCK + q - 1), vec![CHECK_BLOCK, CHECK_BLOCK, CHECK_BLOCK + q - 1]);
+        let sizes = |n: usize| -> Vec<usize> {
+            let rows: Vec<usize> = (0..n).collect();
+            let blocks = check_blocks(&rows);
+            // consecutive, in order, every row once
+            assert_eq!(blocks.concat(), rows);
+            blocks.iter().map(|b| b.len()).collect()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(3), vec![3]);
+        assert_eq!(sizes(CHECK_BLOCK), vec![CHECK_BLOCK]);
+        assert_eq!(sizes(CHECK_BLOCK + 3), vec![CHECK_BLOCK + 3]);
+        assert_eq!(sizes(CHECK_BLOCK + q), vec![CHECK_BLOCK, q]);
+        assert_eq!(sizes(3 * CHECK_BLOCK + q - 1), vec![CHECK_BLOCK, CHECK_BLOCK, CHECK_BLOCK + q - 1]);
         for n in 0..600 {
-            let b = check_blocks(n);
+            let b = sizes(n);
             assert_eq!(b.iter().sum::<usize>(), n);
             assert!(b.iter().all(|&l| l > 0 && l < CHECK_BLOCK + q));
             assert!(b[..b.len().saturating_sub(1)].iter().all(|&l| l == CHECK_BLOCK));

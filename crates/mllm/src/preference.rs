@@ -337,8 +337,9 @@ impl Rows {
     }
 }
 
-/// Weighted log-prob sums `[N]` of full rows from their final hidden states `[N, T, D]` (after
-/// the norm): target `t + 1` is predicted from position `t`, with weight `weights[t + 1]`.
+/// Weighted log-prob sums `[N]` of rows (full rows, or a prefix plan's continuations) from their
+/// final hidden states `[N, T, D]` (after the norm): target `t + 1` is predicted from position
+/// `t`, with weight `weights[t + 1]`.
 fn full_head(hidden: &Tensor, ids: &Tensor, weights: &Tensor, lm_head: &dyn Fn(&Tensor) -> Tensor) -> Tensor {
     let t = ids.size()[1];
     if t < 2 {
@@ -399,11 +400,7 @@ impl PrefixPlan {
 
     /// Weighted log-prob sums `[N]` from the continuation's final hidden states `[N, C, D]`.
     fn head(&self, hidden: &Tensor, cont_ids: &Tensor, lm_head: &dyn Fn(&Tensor) -> Tensor) -> Tensor {
-        let c = self.c;
-        if c < 2 {
-            return Tensor::zeros([self.n], (Kind::Float, hidden.device()));
-        }
-        weighted_logps(&hidden.narrow(1, 0, c - 1), &cont_ids.narrow(1, 1, c - 1), &self.cont_w.narrow(1, 1, c - 1), lm_head)
+        full_head(hidden, cont_ids, &self.cont_w, lm_head)
     }
 }
 

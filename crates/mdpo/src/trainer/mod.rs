@@ -81,7 +81,8 @@ pub struct Trainer<M: PreferenceModel> {
     comm_secs: f64,
 }
 
-/// The data order of `epoch` for this configuration and these examples.
+/// The data order of `epoch` for this configuration and these examples: length-grouped or a
+/// plain shuffle.
 fn order_of(cfg: &MdpoConfig, examples: &[PreferenceExample], epoch: usize) -> Vec<usize> {
     if cfg.group_by_length {
         let lens: Vec<usize> = examples.iter().map(example_length).collect();
@@ -133,11 +134,6 @@ pub fn example_length(e: &PreferenceExample) -> usize {
 }
 
 impl<M: PreferenceModel> Trainer<M> {
-    /// The data order of `epoch`: length-grouped or a plain shuffle, by the configuration.
-    fn epoch_order(&self, epoch: usize) -> Vec<usize> {
-        order_of(&self.cfg, &self.examples, epoch)
-    }
-
     /// This process's rank and the world size (`(0, 1)` for a single process).
     pub fn rank(&self) -> (usize, usize) {
         (self.comm.rank(), self.comm.world_size())
@@ -188,7 +184,7 @@ impl<M: PreferenceModel> Trainer<M> {
         let n = self.examples.len();
         let (epoch, offset) = (self.state.epoch, self.state.offset);
         if self.perm.0 != epoch {
-            self.perm = (epoch, self.epoch_order(epoch));
+            self.perm = (epoch, order_of(&self.cfg, &self.examples, epoch));
         }
         let take = self.cfg.global_batch().min(n - offset);
         let idx = &self.perm.1[offset..offset + take];
