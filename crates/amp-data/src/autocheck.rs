@@ -140,6 +140,9 @@ pub fn embedding_batches(lens: &[usize]) -> Vec<Vec<usize>> {
     out
 }
 
+/// Texts per task of [`AutoChecker::chunk_batch`], parsed as one batch.
+const CHUNK_TASK: usize = 8;
+
 /// Auto-check settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AutoCheckConfig {
@@ -392,11 +395,11 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
                 });
             }
         }
-        // one text per task: a spaCy parse is milliseconds, so the pool balances well
+        // a few texts per task, parsed as one batch (the spaCy port's GEMMs pack their weights
+        // once per batch); a parse is milliseconds, so the pool still balances well
         let done: Vec<ChunkedText> = texts
-            .par_iter()
-            .with_max_len(1)
-            .map(|t| self.chunker.chunk(t))
+            .par_chunks(CHUNK_TASK)
+            .flat_map_iter(|t| self.chunker.chunk_many(t))
             .collect();
         let turns = |turns: &[String]| -> ChunkedText {
             let mut out = ChunkedText::default();
@@ -448,8 +451,10 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
             .collect();
         lc.fill(&self.local)?;
         gc.fill(&self.global)?;
+        // samples are scored independently, over the rayon pool (collected in sample order)
+        use rayon::prelude::*;
         Ok(chunked
-            .iter()
+            .par_iter()
             .zip(&all_ids)
             .map(|((s, gs), ids)| self.score(s, gs, ids.as_ref(), &lc, &gc))
             .collect())

@@ -91,7 +91,21 @@ impl SpacyChunker {
 
     /// Splits `text` into spaCy's sentences and extracts its longest noun chunks.
     pub fn chunk(&self, text: &str) -> ChunkedText {
-        let doc = self.nlp.parse(text);
+        self.chunks_of(&self.nlp.parse(text))
+    }
+
+    /// [`chunk`](Self::chunk) of several texts, parsed as one batch
+    /// ([`Pipeline::parse_many`]: the same docs, the network's GEMMs over all their tokens).
+    pub fn chunk_many(&self, texts: &[&str]) -> Vec<ChunkedText> {
+        self.nlp
+            .parse_many(texts)
+            .iter()
+            .map(|d| self.chunks_of(d))
+            .collect()
+    }
+
+    /// Sentences and longest noun chunks of a parsed doc.
+    fn chunks_of(&self, doc: &amp_nlp::Doc) -> ChunkedText {
         let spans = doc.longest_noun_chunks_where(|t| !self.stop.contains(&t.text.to_lowercase()));
         let mut out = ChunkedText::default();
         for (si, (s, e)) in doc.sentences().into_iter().enumerate() {
@@ -147,6 +161,15 @@ impl NounChunker {
         match self {
             NounChunker::Rules(c) => c.chunk(text),
             NounChunker::Spacy(c) => c.chunk(text),
+        }
+    }
+
+    /// [`chunk`](Self::chunk) of each text; the spaCy chunker parses them as one batch
+    /// ([`SpacyChunker::chunk_many`]).
+    pub fn chunk_many(&self, texts: &[&str]) -> Vec<ChunkedText> {
+        match self {
+            NounChunker::Rules(c) => texts.iter().map(|t| c.chunk(t)).collect(),
+            NounChunker::Spacy(c) => c.chunk_many(texts),
         }
     }
 

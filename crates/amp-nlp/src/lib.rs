@@ -41,7 +41,10 @@ pub mod tok2vec;
 pub mod tokenizer;
 
 pub use error::{NlpError, Result};
-pub use find::{data_venvs, model_candidates, model_dir, model_not_found, MODEL_ENV, MODEL_PACKAGE, MODEL_VERSION};
+pub use find::{
+    data_venvs, model_candidates, model_dir, model_not_found, MODEL_ENV, MODEL_PACKAGE,
+    MODEL_VERSION,
+};
 
 use attribute_ruler::{AttributeRuler, RulerToken};
 use lexeme::Norms;
@@ -241,16 +244,47 @@ impl Pipeline {
 
     /// Runs the pipeline: tokenizer, tok2vec, tagger, parser (+ deprojectivize), attribute ruler.
     pub fn parse(&self, text: &str) -> Doc {
-        let raw = self.tokenizer.tokenize(text);
-        let (feats, norms) = self.features(&raw);
-        let vecs = self.tok2vec.forward(&feats);
-        let tags: Vec<String> = self
-            .tagger
-            .predict(&vecs)
-            .into_iter()
-            .map(|i| self.tagger.labels[i].clone())
-            .collect();
-        let parse = self.parser.parse(&vecs);
+        self.parse_many(&[text])
+            .pop()
+            .expect("one text in, one doc out")
+    }
+
+    /// [`parse`](Self::parse) of several texts, the same docs: tok2vec, the tagger and the
+    /// parser's precomputation each run one GEMM per layer over all the texts' tokens
+    /// ([`Tok2Vec::forward_many`], [`Parser::parse_many`]), as spaCy's `nlp.pipe` batches docs.
+    pub fn parse_many(&self, texts: &[&str]) -> Vec<Doc> {
+        let raws: Vec<_> = texts.iter().map(|t| self.tokenizer.tokenize(t)).collect();
+        let feats: Vec<_> = raws.iter().map(|r| self.features(r)).collect();
+        let rows: Vec<&[Vec<u64>]> = feats.iter().map(|(f, _)| f.as_slice()).collect();
+        let vecs = self.tok2vec.forward_many(&rows);
+        let all: Vec<Vec<f32>> = vecs.iter().flatten().cloned().collect();
+        let mut tags = self.tagger.predict(&all).into_iter();
+        let docs: Vec<&[Vec<f32>]> = vecs.iter().map(Vec::as_slice).collect();
+        let parses = self.parser.parse_many(&docs);
+        texts
+            .iter()
+            .zip(&raws)
+            .zip(feats)
+            .zip(parses)
+            .map(|(((text, raw), (_, norms)), parse)| {
+                let tags: Vec<String> = (&mut tags)
+                    .take(raw.len())
+                    .map(|i| self.tagger.labels[i].clone())
+                    .collect();
+                self.finish(text, raw, norms, tags, parse)
+            })
+            .collect()
+    }
+
+    /// Deprojectivization, the attribute ruler and the token table of one parsed text.
+    fn finish(
+        &self,
+        text: &str,
+        raw: &[tokenizer::RawToken],
+        norms: Vec<String>,
+        tags: Vec<String>,
+        parse: parser::Parse,
+    ) -> Doc {
         let (mut heads, mut deps) = (parse.heads, parse.deps);
         let is_space: Vec<bool> = raw.iter().map(|t| lexeme::is_space(&t.text)).collect();
         noun_chunks::deprojectivize(&mut heads, &mut deps, &is_space);
@@ -271,10 +305,18 @@ impl Pipeline {
         self.ruler.apply(&mut rt);
         let (l, r) = noun_chunks::subtree_edges(&heads);
         let mut tokens = Vec::with_capacity(raw.len());
+        // character offsets, counted on from the previous token's
+        let (mut byte, mut chars) = (0, 0);
         for (i, (t, ru)) in raw.iter().zip(rt).enumerate() {
+            chars = if t.start >= byte {
+                chars + text[byte..t.start].chars().count()
+            } else {
+                text[..t.start].chars().count()
+            };
+            byte = t.start;
             tokens.push(Token {
                 text: t.text.clone(),
-                idx: text[..t.start].chars().count(),
+                idx: chars,
                 start: t.start,
                 whitespace: t.whitespace,
                 norm: norms[i].clone(),

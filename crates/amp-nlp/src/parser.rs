@@ -378,13 +378,15 @@ pub struct Parser {
     pub actions: Vec<Action>,
     /// action -> index into `labels`
     action_label: Vec<u32>,
+    /// action -> whether its label is `subtok` (the one label [`State::is_valid`] looks at)
+    action_subtok: Vec<bool>,
     pub labels: Vec<String>,
     proj: Linear,
     n_f: usize,
     n_h: usize,
     n_p: usize,
-    /// lower W as (nF, nH*nP, nI)
-    lower_w: Vec<f32>,
+    /// lower W, (nF·nH·nP, nI) in the model, stored transposed: (nI, nF·nH·nP) row-major
+    lower_wt: Vec<f32>,
     lower_b: Vec<f32>,
     lower_pad: Vec<f32>,
     upper: Linear,
@@ -527,15 +529,17 @@ impl Parser {
             .ok_or_else(|| field_err(model, "linear", "no tok2vec projection layer"))?;
         let t2v_width = proj_node.param("W").unwrap().shape[1];
         let proj = Linear::load(&m, proj_node, n_i, t2v_width)?;
+        let action_subtok = actions.iter().map(|a| a.label == SUBTOK).collect();
         Ok(Parser {
             actions,
             action_label,
+            action_subtok,
             labels,
             proj,
             n_f,
             n_h,
             n_p,
-            lower_w: w.data.clone(),
+            lower_wt: crate::layers::transpose(&w.data, n_f * n_h * n_p, n_i),
             lower_b,
             lower_pad,
             upper,
@@ -581,20 +585,42 @@ impl Parser {
             }
             *h = best;
         }
-        crate::layers::affine(&self.upper.w, &self.upper.b, hidden, scores);
+        crate::layers::affine_t(&self.upper.wt, &self.upper.b, hidden, scores);
     }
 
     /// Parses one doc from its token vectors; returns arcs before deprojectivization.
     pub fn parse(&self, tokvecs: &[Vec<f32>]) -> Parse {
-        let n = tokvecs.len();
+        self.parse_many(&[tokvecs])
+            .pop()
+            .expect("one doc in, one parse out")
+    }
+
+    /// Parses several docs: the precomputation's two GEMMs run over all their tokens at once (a
+    /// row's result does not depend on the other rows), then each doc is decoded on its own.
+    pub fn parse_many(&self, docs: &[&[Vec<f32>]]) -> Vec<Parse> {
+        let rows: usize = docs.iter().map(|d| d.len()).sum();
         let o = self.n_h * self.n_p;
-        // precompute: cache[t][f][o] = W[f] . proj(x_t), two GEMMs over all tokens (lower_w is
+        let per_token = self.n_f * o;
+        // precompute: cache[t][f][o] = W[f] . proj(x_t), two GEMMs over all tokens (lower W is
         // (nF·nO·nP, nI) row-major, so row t of the product is exactly cache[t])
-        let x: Vec<f32> = tokvecs.iter().flatten().copied().collect();
-        let px = crate::layers::affine_rows(&self.proj.w, &self.proj.b, self.proj.n_o, &x, n);
-        let zero = vec![0f32; self.n_f * o];
-        let cache = crate::layers::affine_rows(&self.lower_w, &zero, self.n_f * o, &px, n);
-        debug_assert_eq!(cache.len(), n * self.n_f * o);
+        let x: Vec<f32> = docs.iter().copied().flatten().flatten().copied().collect();
+        let px = crate::layers::affine_rows(&self.proj.wt, &self.proj.b, self.proj.n_o, &x, rows);
+        let zero = vec![0f32; per_token];
+        let cache = crate::layers::affine_rows(&self.lower_wt, &zero, per_token, &px, rows);
+        debug_assert_eq!(cache.len(), rows * per_token);
+        let mut first = 0;
+        docs.iter()
+            .map(|d| {
+                let c = &cache[first * per_token..(first + d.len()) * per_token];
+                first += d.len();
+                self.decode(c, d.len())
+            })
+            .collect()
+    }
+
+    /// Greedy arc-eager decoding of one doc of `n` tokens from its precomputed features.
+    fn decode(&self, cache: &[f32], n: usize) -> Parse {
+        let o = self.n_h * self.n_p;
         let mut st = State::new(n);
         let (mut hidden, mut unmaxed) = (vec![0f32; self.n_h], vec![0f32; o]);
         let mut scores = vec![0f32; self.actions.len()];
@@ -606,10 +632,26 @@ impl Parser {
                 break;
             }
             let ctx = st.context();
-            self.scores(&cache, &ctx, &mut hidden, &mut unmaxed, &mut scores);
+            self.scores(cache, &ctx, &mut hidden, &mut unmaxed, &mut scores);
+            // validity depends on the label only through "is it `subtok`": ten checks per state
+            // instead of one per action
+            let moves = [
+                Move::Shift,
+                Move::Reduce,
+                Move::Left,
+                Move::Right,
+                Move::Break,
+            ];
+            let valid = moves.map(|m| st.is_valid(m, ""));
+            let valid_subtok = moves.map(|m| st.is_valid(m, SUBTOK));
             let mut best: Option<usize> = None;
             for (i, a) in self.actions.iter().enumerate() {
-                if st.is_valid(a.mv, &a.label) && best.is_none_or(|b| scores[i] > scores[b]) {
+                let ok = if self.action_subtok[i] {
+                    valid_subtok[a.mv as usize]
+                } else {
+                    valid[a.mv as usize]
+                };
+                if ok && best.is_none_or(|b| scores[i] > scores[b]) {
                     best = Some(i);
                 }
             }

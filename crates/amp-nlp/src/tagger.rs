@@ -51,12 +51,13 @@ impl Tagger {
         self.out.n_i
     }
 
-    /// The tag index of each token vector.
+    /// The tag index of each token vector (the doc's rows as one GEMM).
     pub fn predict(&self, tokvecs: &[Vec<f32>]) -> Vec<usize> {
-        tokvecs
-            .iter()
-            .map(|x| {
-                let y = self.out.forward(x);
+        let x: Vec<f32> = tokvecs.iter().flatten().copied().collect();
+        let y =
+            crate::layers::affine_rows(&self.out.wt, &self.out.b, self.out.n_o, &x, tokvecs.len());
+        y.chunks_exact(self.out.n_o.max(1))
+            .map(|y| {
                 let mut best = 0;
                 for (i, &v) in y.iter().enumerate() {
                     if v > y[best] {

@@ -207,58 +207,83 @@ impl Tok2Vec {
         }
     }
 
-    /// Token vectors (n rows of `width`) for the feature rows of one doc. Each layer runs over
-    /// all rows of the doc as one GEMM ([`Maxout::forward_rows`]); rows are the doc's tokens plus
-    /// `pad` zero rows on each side, as thinc's `with_padded` gives the encoder.
+    /// Token vectors (n rows of `width`) for the feature rows of one doc ([`forward_many`] of
+    /// one doc).
+    ///
+    /// [`forward_many`]: Self::forward_many
     pub fn forward(&self, feats: &[Vec<u64>]) -> Vec<Vec<f32>> {
+        self.forward_many(&[feats]).pop().unwrap_or_default()
+    }
+
+    /// Token vectors of several docs at once, as thinc's `with_array(pad)` runs a batch: the
+    /// docs' rows in one array, `pad` zero rows before the first doc, between docs and after the
+    /// last, each layer one GEMM over the whole array ([`Maxout::forward_rows`]) and the padding
+    /// rows going through the blocks too. A token's receptive field is `window × depth` = `pad`
+    /// rows each side, so it never reaches the next doc: each doc gets the vectors it gets alone
+    /// (the same bits: a GEMM row does not depend on the other rows), and the weights are packed
+    /// for the GEMMs once per batch instead of once per doc.
+    pub fn forward_many(&self, docs: &[&[Vec<u64>]]) -> Vec<Vec<Vec<f32>>> {
         let w = self.width;
-        let (n, pad) = (feats.len(), self.pad);
-        if n == 0 {
-            return Vec::new();
+        let pad = self.pad;
+        if pad < self.window * self.blocks.len() && docs.len() > 1 {
+            // a padding narrower than the receptive field would let docs see each other
+            return docs.iter().map(|d| self.forward(d)).collect();
         }
-        // the mixing layer over every token's concatenated table rows
+        let total: usize = docs.iter().map(|d| d.len()).sum();
+        if total == 0 {
+            return docs.iter().map(|_| Vec::new()).collect();
+        }
+        // the mixing layer over every token's concatenated table rows, all docs at once
         let cw = w * self.embeds.len();
-        let mut cat = vec![0f32; n * cw];
-        for (f, row) in feats.iter().zip(cat.chunks_exact_mut(cw)) {
+        let mut cat = vec![0f32; total * cw];
+        for (f, row) in docs.iter().copied().flatten().zip(cat.chunks_exact_mut(cw)) {
             self.embed_tables(f, row);
         }
-        let mixed = self.mix.forward_rows(&cat, n);
-        let len = n + 2 * pad;
-        let mut x = vec![0f32; len * w];
-        for (dst, src) in x[pad * w..(pad + n) * w]
-            .chunks_exact_mut(w)
-            .zip(mixed.chunks_exact(w))
-        {
-            dst.copy_from_slice(src);
-            self.mix_norm.forward(dst);
-        }
-        let nw = self.window;
-        let ww = w * (2 * nw + 1);
-        let mut win = vec![0f32; len * ww];
-        for (mo, ln) in &self.blocks {
-            // each row's window: rows i - nw ..= i + nw, zeros outside the padded doc
-            for (i, row) in win.chunks_exact_mut(ww).enumerate() {
-                for (k, slot) in row.chunks_exact_mut(w).enumerate() {
-                    let j = i as isize + k as isize - nw as isize;
-                    if j < 0 || j >= len as isize {
-                        slot.fill(0.0);
-                    } else {
-                        let j = j as usize;
-                        slot.copy_from_slice(&x[j * w..(j + 1) * w]);
-                    }
-                }
+        let mixed = self.mix.forward_rows(&cat, total);
+        // the padded array: `pad` rows, doc, `pad` rows, doc, ..., `pad` rows (empty docs take no
+        // rows); `starts[d]` = the array row of doc d's first token
+        let mut starts = Vec::with_capacity(docs.len());
+        let mut len = pad;
+        for d in docs {
+            starts.push(len);
+            if !d.is_empty() {
+                len += d.len() + pad;
             }
-            let mut y = mo.forward_rows(&win, len);
-            for (out, yr) in x.chunks_exact_mut(w).zip(y.chunks_exact_mut(w)) {
+        }
+        // `nw` zero rows more on each side of the array: the window of array row i is then the
+        // 2·nw + 1 consecutive rows of `x` from row i, read in place by the GEMM (rows overlap)
+        let nw = self.window;
+        let mut x = vec![0f32; (len + 2 * nw) * w];
+        let mut src = mixed.chunks_exact(w);
+        for (d, &s) in docs.iter().zip(&starts) {
+            for (dst, m) in x[(nw + s) * w..(nw + s + d.len()) * w]
+                .chunks_exact_mut(w)
+                .zip(&mut src)
+            {
+                dst.copy_from_slice(m);
+                self.mix_norm.forward(dst);
+            }
+        }
+        for (mo, ln) in &self.blocks {
+            let mut y = mo.forward_rows_strided(&x, len, w);
+            for (out, yr) in x[nw * w..(nw + len) * w]
+                .chunks_exact_mut(w)
+                .zip(y.chunks_exact_mut(w))
+            {
                 ln.forward(yr);
                 for (a, b) in out.iter_mut().zip(yr.iter()) {
                     *a += b;
                 }
             }
         }
-        x[pad * w..(pad + n) * w]
-            .chunks_exact(w)
-            .map(|r| r.to_vec())
+        docs.iter()
+            .zip(&starts)
+            .map(|(d, &s)| {
+                x[(nw + s) * w..(nw + s + d.len()) * w]
+                    .chunks_exact(w)
+                    .map(|r| r.to_vec())
+                    .collect()
+            })
             .collect()
     }
 }

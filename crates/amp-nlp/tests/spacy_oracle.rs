@@ -300,3 +300,31 @@ fn tok2vec_matches_spacy_doc_tensor() {
         "tok2vec differs from spaCy's doc.tensor by {worst}"
     );
 }
+
+/// `parse_many` batches docs through tok2vec, the tagger and the parser's precomputation (thinc's
+/// `with_array` layout: one padding block between docs); every doc must come out exactly as
+/// `parse` gives it alone, empty and whitespace-only texts included.
+#[test]
+fn parse_many_gives_each_doc_as_parse_does() {
+    let Some((oracle, model)) = inputs() else {
+        return;
+    };
+    let nlp = Pipeline::load(&model).unwrap();
+    let mut texts: Vec<&str> = Vec::new();
+    for set in ["captions", "heldout", "world", "stress"] {
+        for d in oracle["sets"][set].as_array().unwrap() {
+            texts.push(d["text"].as_str().unwrap());
+        }
+    }
+    assert!(texts.len() > 100, "the oracle corpus has {} texts", texts.len());
+    texts.insert(3, "");
+    texts.insert(11, "  \n ");
+    let alone: Vec<_> = texts.iter().map(|t| nlp.parse(t)).collect();
+    for size in [2, 7, 64] {
+        let batched: Vec<_> = texts.chunks(size).flat_map(|c| nlp.parse_many(c)).collect();
+        assert_eq!(batched.len(), alone.len());
+        for (i, (b, a)) in batched.iter().zip(&alone).enumerate() {
+            assert!(b == a, "batch size {size}: text {i} ({:?}) parses differently", texts[i]);
+        }
+    }
+}
