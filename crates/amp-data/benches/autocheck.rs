@@ -1,7 +1,7 @@
 //! Auto-check throughput: generated responses (~100 words) checked per second, with the real
 //! all-MiniLM-L6-v2 as noun-chunk and sentence expert on the CPU.
 //!
-//!     cargo bench -p amp-data --bench autocheck            # AMP_BENCH_SAMPLES=20 by default
+//!     cargo bench -p amp-data --bench autocheck            # AMP_BENCH_SAMPLES=67 by default
 //!
 //! The noun chunker is the auto-check's default ([`NounChunker::auto`]: the spaCy port when its
 //! model is installed, else the rule chunker); the bench prints which. Prints responses/s for the
@@ -13,7 +13,11 @@
 //! limit is that rate divided by MiniLM's FLOPs per real token. The GEMM is timed both ways the
 //! machine can run it on libtorch's n intra-op threads, one GEMM on all n threads and n
 //! single-threaded GEMMs at once (how the MiniLM expert runs the auto-check's embedding calls,
-//! data-parallel); the limit is the **higher** of the two rates, and both are printed.
+//! data-parallel); the limit is the **higher** of the two rates, and both are printed. The check
+//! as `amp check` runs it (blocks of `pipeline::CHECK_BLOCK` samples) is timed last, in
+//! `AMP_BENCH_ROUNDS` rounds (default 3), each between two measurements of the GEMM rate: its
+//! share of the limit is against the mean of those two, and the bench prints every round's share
+//! and their median (the target: ≥ 80% with executed/real tokens ≤ 1.1).
 //! `AMP_BENCH_CHUNKER=rules` measures the check with the rule chunker instead of the default;
 //! `AMP_BENCH_TORCH_THREADS=n` sets libtorch's intra-op threads; `AMP_BENCH_SKIP_EMBED=1` skips the
 //! embedding-only pass.
@@ -197,7 +201,7 @@ fn main() {
     let n: usize = std::env::var("AMP_BENCH_SAMPLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(67);
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
         println!("load average before the run: {}", l.trim());
     }
@@ -469,20 +473,41 @@ fn main() {
         100.0 * responses as f64 / dt / limit_b_now
     );
 
-    // `amp check`'s path: its blocks
-    let (gflops_now, ..) = gemm_limit();
-    let limit_k_now = limit_k * gflops_now / gflops;
-    let t = Instant::now();
-    for blk in amp_data::pipeline::check_blocks(&samples) {
-        checker.check_batch(blk).unwrap();
+    // `amp check`'s path, its blocks, in rounds: each timed between two measurements of the GEMM
+    // rate, so that its share of the limit compares it with the machine as it was during that
+    // round (on a shared machine the rate drifts by ±8% within a run)
+    let rounds: usize = std::env::var("AMP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let mut shares = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let (before, ..) = gemm_limit();
+        let t = Instant::now();
+        for blk in amp_data::pipeline::check_blocks(&samples) {
+            checker.check_batch(blk).unwrap();
+        }
+        let dt = t.elapsed().as_secs_f64();
+        let (after, ..) = gemm_limit();
+        let rate = (before + after) / 2.0;
+        let limit_round = limit_k * rate / gflops;
+        let share = 100.0 * responses as f64 / dt / limit_round;
+        shares.push(share);
+        println!(
+            "full auto-check, check_batch in blocks of {block}, a short tail joined (amp check), round {round}/{rounds}: {:.1} generated responses/s ({:.3} s for {responses}); GEMM {before:.1} before, {after:.1} after: limit {limit_round:.1} responses/s: {share:.0}%",
+            responses as f64 / dt,
+            dt,
+        );
     }
-    let dt = t.elapsed().as_secs_f64();
+    let mut sorted = shares.clone();
+    sorted.sort_by(f64::total_cmp);
+    let met = shares.iter().filter(|&&s| s >= 80.0).count();
     println!(
-        "full auto-check, check_batch in blocks of {block}, a short tail joined (amp check): {:.1} generated responses/s ({:.3} s for {responses}) = {:.0}% of its limit (GEMM re-measured just before: {gflops_now:.1} GFLOP/s, limit {limit_k_now:.1} responses/s: {:.0}%)",
-        responses as f64 / dt,
-        dt,
-        100.0 * responses as f64 / dt / limit_k,
-        100.0 * responses as f64 / dt / limit_k_now
+        "amp check's path: median {:.0}% of the GEMM limit over {rounds} rounds (lowest {:.0}%, highest {:.0}%); >= 80% in {met} of {rounds}; executed/real tokens {:.2}",
+        sorted[sorted.len() / 2],
+        sorted[0],
+        sorted[sorted.len() - 1],
+        exec_k as f64 / real_k as f64
     );
 }
-
