@@ -369,9 +369,10 @@ pub fn run_check(args: &CheckArgs) -> Result<CheckOutcome> {
     }
     #[cfg(feature = "mllm")]
     {
-        let local = crate::minilm::BertEmbedder::minilm()?;
-        let global = crate::minilm::BertEmbedder::minilm()?;
-        run_check_with(args, &local, &global)
+        // one model serves as both experts (the same weights: loading it twice only doubled the
+        // start-up time and the memory)
+        let minilm = crate::minilm::BertEmbedder::minilm()?;
+        run_check_with(args, &minilm, &minilm)
     }
     #[cfg(not(feature = "mllm"))]
     Err(AmpDataError::Config(
