@@ -89,6 +89,21 @@ fn tiny_demo_runs_every_stage_and_writes_a_complete_report_then_resumes() {
         other => panic!("expected a stop after the experts, got {:?}", other.map(|r| r.report_md)),
     }
     assert_eq!(r2.results, r.results);
+
+    // A run directory that is moved resumes too: no stage key holds an absolute path.
+    if std::env::var_os("AMP_DEMO_TEST_DIR").is_none() {
+        let moved = dir.path().join("moved");
+        std::fs::rename(&run, &moved).unwrap();
+        let r3 = run_demo(&DemoArgs { out: moved, ..args.clone() }).unwrap();
+        let rerun: Vec<&str> = r3
+            .stages
+            .iter()
+            .filter(|t| !t.skipped && t.stage != "report" && t.stage != "ig fine-tune")
+            .map(|t| t.stage.as_str())
+            .collect();
+        assert!(rerun.is_empty(), "stages rerun after the run directory moved: {rerun:?}");
+        assert_eq!(r3.results, r.results);
+    }
 }
 
 fn to_world(c: &[mdpo::Turn]) -> Vec<Turn> {

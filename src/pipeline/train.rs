@@ -86,7 +86,10 @@ pub(super) fn train_variants(run: &mut DemoRun, world: &WorldData, experts: &Exp
                 plots: false,
                 ..MdpoConfig::default()
             };
-            let key = (st.key_of(&format!("dataset {}", v.name)), &config, st.key_of(&format!("expert {}", cfg.base)), v.kind);
+            // the key leaves the output directory out: it follows from the variant and the seed
+            // (the stage's name), so a run directory that is moved keeps its trained models
+            let key_config = MdpoConfig { output_dir: Default::default(), ..config.clone() };
+            let key = (st.key_of(&format!("dataset {}", v.name)), &key_config, st.key_of(&format!("expert {}", cfg.base)), v.kind);
             st.run(&format!("train {} s{seed}", v.name), &key, &[engine::model_dir(&run_dir)], |name| {
                 stage::work_dir(&run_dir, &key)?;
                 match v.kind {
