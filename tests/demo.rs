@@ -67,12 +67,7 @@ fn tiny_demo_runs_every_stage_and_writes_a_complete_report_then_resumes() {
 
     // A rerun resumes: no stage runs again.
     let r2 = run_demo(&args).unwrap();
-    let rerun: Vec<&str> = r2
-        .stages
-        .iter()
-        .filter(|t| !t.skipped && t.stage != "report" && t.stage != "ig fine-tune")
-        .map(|t| t.stage.as_str())
-        .collect();
+    let rerun = reran(&r2);
     assert!(rerun.is_empty(), "stages rerun on resume: {rerun:?}");
 
     // `--config <run>/config.json --experts-only`: the same configuration from its file (so
@@ -95,15 +90,15 @@ fn tiny_demo_runs_every_stage_and_writes_a_complete_report_then_resumes() {
         let moved = dir.path().join("moved");
         std::fs::rename(&run, &moved).unwrap();
         let r3 = run_demo(&DemoArgs { out: moved, ..args.clone() }).unwrap();
-        let rerun: Vec<&str> = r3
-            .stages
-            .iter()
-            .filter(|t| !t.skipped && t.stage != "report" && t.stage != "ig fine-tune")
-            .map(|t| t.stage.as_str())
-            .collect();
+        let rerun = reran(&r3);
         assert!(rerun.is_empty(), "stages rerun after the run directory moved: {rerun:?}");
         assert_eq!(r3.results, r.results);
     }
+}
+
+/// The stages a run did not skip (the report and the IG fine-tune always run).
+fn reran(r: &DemoReport) -> Vec<&str> {
+    r.stages.iter().filter(|t| !t.skipped && t.stage != "report" && t.stage != "ig fine-tune").map(|t| t.stage.as_str()).collect()
 }
 
 fn to_world(c: &[mdpo::Turn]) -> Vec<Turn> {
