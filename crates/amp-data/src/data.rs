@@ -19,6 +19,10 @@ pub struct InstructionRecord {
     pub index: usize,
     /// The image, resolved against the image folder.
     pub image: PathBuf,
+    /// The image as the input file names it (relative to the image folder, or absolute): what
+    /// the outputs (generated and checked rows, `amp.json`) record, so that, as in LLaVA's data,
+    /// they stay valid when the image folder moves or the data goes to another machine.
+    pub image_ref: String,
     /// The dialogue: alternating human/gpt turns, human first, at least one gpt turn.
     pub conversations: Conversation,
 }
@@ -169,10 +173,12 @@ pub fn load_llava_with(path: &Path, opts: &LoadOptions) -> Result<Vec<Instructio
                 format!("duplicate id: record {j} has the same id"),
             ));
         }
-        let image = match obj.get("image") {
-            Some(Value::String(s)) => root
-                .resolve(s)
-                .map_err(|e| AmpDataError::data(path, &loc, format!("image: {e}")))?,
+        let (image, image_ref) = match obj.get("image") {
+            Some(Value::String(s)) => (
+                root.resolve(s)
+                    .map_err(|e| AmpDataError::data(path, &loc, format!("image: {e}")))?,
+                s.clone(),
+            ),
             Some(other) => {
                 return Err(AmpDataError::data(
                     path,
@@ -197,6 +203,7 @@ pub fn load_llava_with(path: &Path, opts: &LoadOptions) -> Result<Vec<Instructio
             id,
             index: i,
             image,
+            image_ref,
             conversations,
         });
     }

@@ -103,6 +103,8 @@ pub struct GeneratedRow {
     pub id: String,
     /// Position in the input file.
     pub index: usize,
+    /// The image as the input names it ([`crate::InstructionRecord::image_ref`]: relative to the
+    /// image folder unless the input gave an absolute path).
     pub image: String,
     /// The instruction conversation (its gpt turns are the standard response).
     pub standard: Conversation,
@@ -360,7 +362,7 @@ pub fn generate(
             Ok(GeneratedRow {
                 id: r.id.clone(),
                 index: r.index,
-                image: r.image.display().to_string(),
+                image: r.image_ref.clone(),
                 standard: r.conversations.clone(),
                 candidates,
             })

@@ -390,6 +390,21 @@ fn sharded_run_merges_to_the_unsharded_output_and_loads_in_mdpo() {
     assert_eq!(ex.len(), 10);
     assert_eq!(ex[0].id, "rec-0");
     assert_eq!(ex[0].responses[0], recs[0].conversations);
+    // the images are recorded as the input names them (relative to its folder, as LLaVA's data):
+    // the AMP file still loads once the image folder has moved
+    let amp: Vec<serde_json::Value> = serde_json::from_str(&read(&o.amp_json)).unwrap();
+    assert_eq!(amp[3]["image"], "images/3.png");
+    let moved = dir.path().join("elsewhere");
+    std::fs::rename(dir.path().join("data"), &moved).unwrap();
+    let opts = |root: &Path| mdpo::data::LoadOptions {
+        levels: Some(4),
+        image_root: Some(root.to_path_buf()),
+        check_images: true,
+        allow_outside_root: false,
+    };
+    let again = mdpo::data::load_amp_file(&o.amp_json, &opts(&moved)).unwrap();
+    assert_eq!(again.len(), 10);
+    assert!(mdpo::data::load_amp_file(&o.amp_json, &opts(&dir.path().join("data"))).is_err());
     assert_eq!(ex[3].responses[0].len(), 4, "multi-round kept");
     // metadata: one line per response, standard at rank 0
     let meta = read(&o.meta_jsonl);
