@@ -157,6 +157,47 @@ fn generate_with_local_checkpoints_then_check_then_answer_locally() {
     assert_eq!(std::fs::read_to_string(&answers).unwrap().lines().count(), n, "rerun re-answered");
 }
 
+/// `amp check --chunker auto` where the spaCy model cannot be found (no `$AMP_SPACY_MODEL`, no
+/// data venv, another home): the check still runs, with the rule chunker, and says so on stderr.
+#[test]
+fn check_falls_back_to_the_rule_chunker_when_the_spacy_model_is_not_found() {
+    let minilm = mllm::minilm_dir().expect("all-MiniLM-L6-v2 (scripts/setup.sh installs it)");
+    let textblob = amp_data::BrillTagger::locate_resources().expect("textblob's lexicon (scripts/setup.sh installs it)");
+    let d = tempfile::tempdir().unwrap();
+    let conv = |a: &str| serde_json::json!([{"from": "human", "value": "<image>\nDescribe the picture."}, {"from": "gpt", "value": a}]);
+    let rows: Vec<String> = (0..3)
+        .map(|i| {
+            serde_json::json!({"id": format!("r{i}"), "index": i, "image": format!("{i}.png"),
+                "standard": conv("A red car is parked next to a tall tree."),
+                "candidates": [{"source": "big", "conversation": conv("A blue boat is parked next to a tall tree.")},
+                               {"source": "small", "conversation": conv("A red car is parked next to a tree.")}]})
+            .to_string()
+        })
+        .collect();
+    let gen = d.path().join("generated.jsonl");
+    std::fs::write(&gen, rows.join("\n") + "\n").unwrap();
+    let home = d.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = d.path().join("data");
+    let o = Command::new(env!("CARGO_BIN_EXE_amp"))
+        .args(["check", "--generated", gen.to_str().unwrap(), "--out-dir", out.to_str().unwrap(), "--chunker", "auto"])
+        .args(["--textblob-dir", textblob.to_str().unwrap()])
+        .env("HOME", &home)
+        .env("AMP_SPACY_MODEL", "")
+        .env("AMP_VENV", "")
+        .env_remove("VIRTUAL_ENV")
+        .env("AMP_MINILM_DIR", &minilm)
+        .output()
+        .expect("run amp");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("not found") && err.contains("using the rule chunker"), "{err}");
+    let amp_json: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(out.join("amp.json")).unwrap()).unwrap();
+    assert_eq!(amp_json.len(), 3);
+    // the response naming the right objects ranks above the one naming a wrong one
+    assert_eq!(amp_json[0]["output_2"][1]["value"], "A red car is parked next to a tree.");
+}
+
 /// Instruction data for the IG test: `n` one-round records on the fixture image.
 fn write_ig_records(path: &Path, image: &Path, n: usize) {
     let recs: Vec<_> = (0..n)
