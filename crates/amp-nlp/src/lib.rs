@@ -251,16 +251,17 @@ impl Pipeline {
 
     /// [`parse`](Self::parse) of several texts, the same docs: tok2vec, the tagger and the
     /// parser's precomputation each run one GEMM per layer over all the texts' tokens
-    /// ([`Tok2Vec::forward_many`], [`Parser::parse_many`]), as spaCy's `nlp.pipe` batches docs.
+    /// ([`Tok2Vec::forward_many`], [`Tagger::predict_rows`], [`Parser::parse_rows`]), as spaCy's `nlp.pipe` batches docs.
     pub fn parse_many(&self, texts: &[&str]) -> Vec<Doc> {
         let raws: Vec<_> = texts.iter().map(|t| self.tokenizer.tokenize(t)).collect();
         let feats: Vec<_> = raws.iter().map(|r| self.features(r)).collect();
         let rows: Vec<&[Vec<u64>]> = feats.iter().map(|(f, _)| f.as_slice()).collect();
         let vecs = self.tok2vec.forward_many(&rows);
-        let all: Vec<Vec<f32>> = vecs.iter().flatten().cloned().collect();
-        let mut tags = self.tagger.predict(&all).into_iter();
-        let docs: Vec<&[Vec<f32>]> = vecs.iter().map(Vec::as_slice).collect();
-        let parses = self.parser.parse_many(&docs);
+        // every doc's token vectors one after another, read by the tagger and the parser
+        let x: Vec<f32> = vecs.iter().flatten().flatten().copied().collect();
+        let lens: Vec<usize> = vecs.iter().map(Vec::len).collect();
+        let mut tags = self.tagger.predict_rows(&x, lens.iter().sum()).into_iter();
+        let parses = self.parser.parse_rows(&x, &lens);
         texts
             .iter()
             .zip(&raws)

@@ -590,30 +590,31 @@ impl Parser {
 
     /// Parses one doc from its token vectors; returns arcs before deprojectivization.
     pub fn parse(&self, tokvecs: &[Vec<f32>]) -> Parse {
-        self.parse_many(&[tokvecs])
+        let x: Vec<f32> = tokvecs.iter().flatten().copied().collect();
+        self.parse_rows(&x, &[tokvecs.len()])
             .pop()
             .expect("one doc in, one parse out")
     }
 
-    /// Parses several docs: the precomputation's two GEMMs run over all their tokens at once (a
-    /// row's result does not depend on the other rows), then each doc is decoded on its own.
-    pub fn parse_many(&self, docs: &[&[Vec<f32>]]) -> Vec<Parse> {
-        let rows: usize = docs.iter().map(|d| d.len()).sum();
+    /// Parses several docs whose token vectors are stored one after another in `x` (doc d has
+    /// `lens[d]` rows): the precomputation's two GEMMs run over all their tokens at once (a row's
+    /// result does not depend on the other rows), then each doc is decoded on its own.
+    pub fn parse_rows(&self, x: &[f32], lens: &[usize]) -> Vec<Parse> {
+        let rows: usize = lens.iter().sum();
         let o = self.n_h * self.n_p;
         let per_token = self.n_f * o;
         // precompute: cache[t][f][o] = W[f] . proj(x_t), two GEMMs over all tokens (lower W is
         // (nF·nO·nP, nI) row-major, so row t of the product is exactly cache[t])
-        let x: Vec<f32> = docs.iter().copied().flatten().flatten().copied().collect();
-        let px = crate::layers::affine_rows(&self.proj.wt, &self.proj.b, self.proj.n_o, &x, rows);
+        let px = crate::layers::affine_rows(&self.proj.wt, &self.proj.b, self.proj.n_o, x, rows);
         let zero = vec![0f32; per_token];
         let cache = crate::layers::affine_rows(&self.lower_wt, &zero, per_token, &px, rows);
         debug_assert_eq!(cache.len(), rows * per_token);
         let mut first = 0;
-        docs.iter()
-            .map(|d| {
-                let c = &cache[first * per_token..(first + d.len()) * per_token];
-                first += d.len();
-                self.decode(c, d.len())
+        lens.iter()
+            .map(|&n| {
+                let c = &cache[first * per_token..(first + n) * per_token];
+                first += n;
+                self.decode(c, n)
             })
             .collect()
     }

@@ -51,11 +51,15 @@ impl Tagger {
         self.out.n_i
     }
 
-    /// The tag index of each token vector (the doc's rows as one GEMM).
+    /// The tag index of each token vector.
     pub fn predict(&self, tokvecs: &[Vec<f32>]) -> Vec<usize> {
         let x: Vec<f32> = tokvecs.iter().flatten().copied().collect();
-        let y =
-            crate::layers::affine_rows(&self.out.wt, &self.out.b, self.out.n_o, &x, tokvecs.len());
+        self.predict_rows(&x, tokvecs.len())
+    }
+
+    /// The tag index of each of `rows` token vectors stored one after another in `x`, as one GEMM.
+    pub fn predict_rows(&self, x: &[f32], rows: usize) -> Vec<usize> {
+        let y = crate::layers::affine_rows(&self.out.wt, &self.out.b, self.out.n_o, x, rows);
         y.chunks_exact(self.out.n_o.max(1))
             .map(|y| {
                 let mut best = 0;

@@ -316,7 +316,11 @@ fn parse_many_gives_each_doc_as_parse_does() {
             texts.push(d["text"].as_str().unwrap());
         }
     }
-    assert!(texts.len() > 100, "the oracle corpus has {} texts", texts.len());
+    assert!(
+        texts.len() > 100,
+        "the oracle corpus has {} texts",
+        texts.len()
+    );
     texts.insert(3, "");
     texts.insert(11, "  \n ");
     let alone: Vec<_> = texts.iter().map(|t| nlp.parse(t)).collect();
@@ -324,7 +328,11 @@ fn parse_many_gives_each_doc_as_parse_does() {
         let batched: Vec<_> = texts.chunks(size).flat_map(|c| nlp.parse_many(c)).collect();
         assert_eq!(batched.len(), alone.len());
         for (i, (b, a)) in batched.iter().zip(&alone).enumerate() {
-            assert!(b == a, "batch size {size}: text {i} ({:?}) parses differently", texts[i]);
+            assert!(
+                b == a,
+                "batch size {size}: text {i} ({:?}) parses differently",
+                texts[i]
+            );
         }
     }
 }
