@@ -21,6 +21,21 @@ done
 echo "scripts/test.sh: cargo package (library crates)"
 cargo package --workspace --exclude amp --no-verify --allow-dirty --quiet
 
+# The downstream crate below shares the workspace's target directory: with different profile
+# settings every dependency would compile a second time (minutes, and gigabytes of disk).
+profiles() { awk '/^\[/ { inp = ($0 ~ /^\[profile\./) } inp { sub(/[ \t]*#.*/, ""); if ($0 != "") print }' "$1"; }
+if ! diff <(profiles Cargo.toml) <(profiles tests/downstream/Cargo.toml) >&2; then
+  echo "scripts/test.sh: tests/downstream/Cargo.toml's [profile.*] sections differ from Cargo.toml's (diff above)" >&2
+  exit 1
+fi
+
+# A clean build of the suite needs about 3 GB under target/; a full disk shows up as linker bus
+# errors, so say it first.
+avail_kb="$(df -Pk . | awk 'NR == 2 { print $4 }')"
+if [ "${avail_kb:-0}" -lt $((4 * 1024 * 1024)) ]; then
+  echo "scripts/test.sh: warning: only $((avail_kb / 1024)) MiB free on $(df -P . | awk 'NR == 2 { print $6 }'); a clean build needs about 3 GB" >&2
+fi
+
 # Every test binary's "test result" line is collected, so the run ends with one total.
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
