@@ -459,7 +459,8 @@ impl amp_data::FineTuner for LlavaFineTuner {
         let steps = ((self.steps_per_record * subset.len() as f64).ceil() as usize).max(1);
         let spec = crate::pipeline::TrainSpec { steps, ..self.spec.clone() };
         let ids: Vec<&str> = subset.iter().map(|r| r.id.as_str()).collect();
-        // The base's weights, not its path, key the stage (a moved run directory resumes).
+        // The base's content, not its path or file times, keys the stage (a moved or copied run
+        // directory resumes).
         let key = crate::pipeline::stage::hash_key(&(&ids, &spec, crate::pipeline::fingerprint_dir(&self.base)));
         let marker = dir.join("finetune.key");
         let ft = |e: crate::pipeline::DemoError| AmpDataError::fine_tune(stage, e);

@@ -3,6 +3,7 @@
 use amp::pipeline::{gates, run_demo, DemoArgs, DemoReport, VariantKind};
 use amp_world::claims::{answer_yes_no, count_hallucinations};
 use amp_world::{SceneIndex, Turn};
+use std::path::Path;
 
 fn is_png(p: &std::path::Path) -> bool {
     std::fs::read(p).map(|b| b.starts_with(b"\x89PNG\r\n\x1a\n") && b.len() > 1000).unwrap_or(false)
@@ -85,14 +86,29 @@ fn tiny_demo_runs_every_stage_and_writes_a_complete_report_then_resumes() {
     }
     assert_eq!(r2.results, r.results);
 
-    // A run directory that is moved resumes too: no stage key holds an absolute path.
+    // A run directory copied elsewhere (a new path, and every file with a new modification time,
+    // as `cp -r` or another machine gives) resumes too: no stage key holds an absolute path or a
+    // file time.
     if std::env::var_os("AMP_DEMO_TEST_DIR").is_none() {
-        let moved = dir.path().join("moved");
-        std::fs::rename(&run, &moved).unwrap();
-        let r3 = run_demo(&DemoArgs { out: moved, ..args.clone() }).unwrap();
+        let copied = dir.path().join("copied");
+        copy_tree(&run, &copied);
+        std::fs::remove_dir_all(&run).unwrap();
+        let r3 = run_demo(&DemoArgs { out: copied, ..args.clone() }).unwrap();
         let rerun = reran(&r3);
-        assert!(rerun.is_empty(), "stages rerun after the run directory moved: {rerun:?}");
+        assert!(rerun.is_empty(), "stages rerun after the run directory was copied: {rerun:?}");
         assert_eq!(r3.results, r.results);
+    }
+}
+
+/// Copies a directory tree file by file (new modification times, as `cp -r` without `-p`).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
     }
 }
 

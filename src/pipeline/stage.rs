@@ -101,26 +101,156 @@ pub fn work_dir<K: Serialize + ?Sized>(dir: &Path, key: &K) -> Result<()> {
     std::fs::write(&marker, &key).map_err(io_err(&marker))
 }
 
-/// A cheap fingerprint of a saved model directory (file names, sizes and modification times).
+/// How much of each file [`fingerprint_dir`] reads.
+#[derive(Debug, Clone, Copy)]
+struct Sampling {
+    /// Files up to this size are hashed whole.
+    whole: u64,
+    /// Larger files: their first `head` bytes (a safetensors header and the tensors after it) ...
+    head: usize,
+    /// ... and 16 windows of `window` bytes spread evenly over the rest, the last at the end.
+    window: usize,
+}
+
+const SAMPLING: Sampling = Sampling { whole: 64 << 20, head: 1 << 20, window: 64 << 10 };
+const WINDOWS: u64 = 16;
+
+/// A fingerprint of a saved model directory by content (the stage keys of the demo's generation
+/// and evaluation, and of an IG fine-tune's base): every file's path relative to `dir`, its size,
+/// and its bytes: whole up to 64 MiB (every file of the demo's models), larger files (a 7B
+/// checkpoint's shards) by their first MiB and 16 windows of 64 KiB spread over the rest, about
+/// 2 MiB read per file. A directory copied with new modification times (`cp -r`, `rsync` without
+/// `-t`, another machine) keys the same stages as the original; retrained weights do not. A
+/// change confined to the unread bytes of a file over 64 MiB goes unseen, the trade the checkpoint
+/// fingerprint makes for the same reason (docs/scale.md). Unreadable entries hash as such: the
+/// stage that loads them reports the error.
 pub(crate) fn fingerprint_dir(dir: &Path) -> String {
+    fingerprint_with(dir, SAMPLING)
+}
+
+fn fingerprint_with(dir: &Path, sampling: Sampling) -> String {
     let mut h = Sha256::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir).map(|rd| rd.flatten().collect()).unwrap_or_default();
+    h.update(b"amp-dir-v2");
+    hash_tree(&mut h, dir, "", sampling);
+    hex::encode(&h.finalize()[..16])
+}
+
+fn hash_tree(h: &mut Sha256, dir: &Path, rel: &str, sampling: Sampling) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        h.update(b"\0unreadable dir");
+        return;
+    };
+    let mut entries: Vec<_> = rd.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
-        h.update(e.file_name().to_string_lossy().as_bytes());
-        if let Ok(m) = e.metadata() {
-            h.update(m.len().to_le_bytes());
-            if let Ok(t) = m.modified().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).map_err(std::io::Error::other)) {
-                h.update(t.as_nanos().to_le_bytes());
+        let name = format!("{rel}{}", e.file_name().to_string_lossy());
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        // Symbolic links to files (a Hugging Face cache snapshot) are followed; links to
+        // directories are not, so a cycle cannot recurse.
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            h.update(b"/");
+            hash_tree(h, &e.path(), &format!("{name}/"), sampling);
+            continue;
+        }
+        match hash_file(&e.path(), sampling) {
+            Ok((len, digest)) => {
+                h.update(len.to_le_bytes());
+                h.update(digest);
             }
+            Err(_) => h.update(b"\0unreadable file"),
         }
     }
-    hex::encode(&h.finalize()[..16])
+}
+
+fn hash_file(path: &Path, sampling: Sampling) -> std::io::Result<(u64, [u8; 32])> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut fh = Sha256::new();
+    if len <= sampling.whole {
+        std::io::copy(&mut f, &mut fh)?;
+    } else {
+        let mut buf = vec![0u8; sampling.head.min(len as usize)];
+        f.read_exact(&mut buf)?;
+        fh.update(&buf);
+        buf.resize(sampling.window.min(len as usize), 0);
+        let span = len - buf.len() as u64;
+        for i in 1..=WINDOWS {
+            f.seek(SeekFrom::Start(span * i / WINDOWS))?;
+            f.read_exact(&mut buf)?;
+            fh.update(&buf);
+        }
+    }
+    Ok((len, fh.finalize().into()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Copies `from` into `to` file by file; the copies get new modification times.
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                copy_tree(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+
+    fn set_byte(path: &Path, at: u64, value: u8) {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[value]).unwrap();
+    }
+
+    #[test]
+    fn directory_fingerprints_follow_content_not_modification_times() {
+        let small = Sampling { whole: 1000, head: 100, window: 10 };
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::create_dir_all(a.join("sub")).unwrap();
+        std::fs::write(a.join("config.json"), b"{\"d\": 48}").unwrap();
+        std::fs::write(a.join("model.safetensors"), (0..5000u32).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>()).unwrap();
+        std::fs::write(a.join("sub/tokenizer.json"), b"{}").unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        for f in ["config.json", "model.safetensors", "sub/tokenizer.json"] {
+            std::fs::File::options().write(true).open(a.join(f)).unwrap().set_modified(old).unwrap();
+        }
+        let fp = |d: &Path| fingerprint_with(d, small);
+        let base = fp(&a);
+        assert_eq!(base, fingerprint_with(&a, small), "deterministic");
+
+        // A copy with new modification times: the same fingerprint (sizes and times, the key
+        // before, changed with the copy).
+        let b = dir.path().join("b");
+        copy_tree(&a, &b);
+        assert_ne!(std::fs::metadata(b.join("config.json")).unwrap().modified().unwrap(), old);
+        assert_eq!(fp(&b), base);
+        assert_eq!(fingerprint_dir(&b), fingerprint_dir(&a));
+
+        // Any change of content, name or size changes it: a small file, a nested one, a large
+        // file's head and one of its windows (the 10th of 16: offset (5000 - 10) * 10 / 16).
+        let changed = |edit: &dyn Fn(&Path)| {
+            let c = dir.path().join("c");
+            let _ = std::fs::remove_dir_all(&c);
+            copy_tree(&a, &c);
+            edit(&c);
+            fp(&c)
+        };
+        assert_ne!(changed(&|c| set_byte(&c.join("config.json"), 6, b'9')), base);
+        assert_ne!(changed(&|c| set_byte(&c.join("sub/tokenizer.json"), 1, b' ')), base);
+        assert_ne!(changed(&|c| set_byte(&c.join("model.safetensors"), 50, 0xff)), base);
+        assert_ne!(changed(&|c| set_byte(&c.join("model.safetensors"), 3118 + 5, 0xff)), base);
+        assert_ne!(changed(&|c| std::fs::rename(c.join("config.json"), c.join("config2.json")).unwrap()), base);
+        assert_ne!(changed(&|c| std::fs::write(c.join("extra"), b"").unwrap()), base);
+        // Unsampled bytes of a large file are the documented blind spot.
+        assert_eq!(changed(&|c| set_byte(&c.join("model.safetensors"), 200, 0xff)), base);
+    }
 
     #[test]
     fn work_dirs_keep_state_for_the_same_key_only() {
