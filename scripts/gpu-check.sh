@@ -46,7 +46,8 @@ t0=$(date +%s)
 log="$(mktemp)"
 echo "gpu-check ($mode): building" >&2
 cargo test -q -p mllm --test device --no-run 2>&1 | tail -20 >&2
-cargo build -q --example gpu_check 2>&1 | tail -20 >&2
+# (d) also runs examples/custom_model_mdpo, which `cargo test --test distributed` does not build.
+cargo build -q --example gpu_check --example custom_model_mdpo 2>&1 | tail -20 >&2
 cargo test -q --test distributed --no-run 2>&1 | tail -20 >&2
 tb=$(date +%s)
 echo "gpu-check ($mode): (a) device tests" >&2
