@@ -189,16 +189,12 @@ fn hash_file(path: &Path, sampling: Sampling) -> std::io::Result<(u64, [u8; 32])
 mod tests {
     use super::*;
 
-    /// Copies `from` into `to` file by file; the copies get new modification times.
-    fn copy_tree(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                copy_tree(&e.path(), &to.join(e.file_name()));
-            } else {
-                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-            }
-        }
+    /// A model directory (a nested file, a small one, a large one), written now.
+    fn model_dir(d: &Path) {
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::fs::write(d.join("config.json"), b"{\"d\": 48}").unwrap();
+        std::fs::write(d.join("model.safetensors"), (0..5000u32).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>()).unwrap();
+        std::fs::write(d.join("sub/tokenizer.json"), b"{}").unwrap();
     }
 
     fn set_byte(path: &Path, at: u64, value: u8) {
@@ -213,10 +209,7 @@ mod tests {
         let small = Sampling { whole: 1000, head: 100, window: 10 };
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
-        std::fs::create_dir_all(a.join("sub")).unwrap();
-        std::fs::write(a.join("config.json"), b"{\"d\": 48}").unwrap();
-        std::fs::write(a.join("model.safetensors"), (0..5000u32).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>()).unwrap();
-        std::fs::write(a.join("sub/tokenizer.json"), b"{}").unwrap();
+        model_dir(&a);
         let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
         for f in ["config.json", "model.safetensors", "sub/tokenizer.json"] {
             std::fs::File::options().write(true).open(a.join(f)).unwrap().set_modified(old).unwrap();
@@ -225,10 +218,10 @@ mod tests {
         let base = fp(&a);
         assert_eq!(base, fingerprint_with(&a, small), "deterministic");
 
-        // A copy with new modification times: the same fingerprint (sizes and times, the key
-        // before, changed with the copy).
+        // The same files with other modification times (as a copy has): the same fingerprint
+        // (sizes and times, the key before, differ).
         let b = dir.path().join("b");
-        copy_tree(&a, &b);
+        model_dir(&b);
         assert_ne!(std::fs::metadata(b.join("config.json")).unwrap().modified().unwrap(), old);
         assert_eq!(fp(&b), base);
         assert_eq!(fingerprint_dir(&b), fingerprint_dir(&a));
@@ -238,7 +231,7 @@ mod tests {
         let changed = |edit: &dyn Fn(&Path)| {
             let c = dir.path().join("c");
             let _ = std::fs::remove_dir_all(&c);
-            copy_tree(&a, &c);
+            model_dir(&c);
             edit(&c);
             fp(&c)
         };
