@@ -5,7 +5,9 @@ use amp_world::claims::{answer_yes_no, count_hallucinations};
 use amp_world::{SceneIndex, Turn};
 use std::path::Path;
 
-fn is_png(p: &std::path::Path) -> bool {
+mod common;
+
+fn is_png(p: &Path) -> bool {
     std::fs::read(p).map(|b| b.starts_with(b"\x89PNG\r\n\x1a\n") && b.len() > 1000).unwrap_or(false)
 }
 
@@ -91,24 +93,12 @@ fn tiny_demo_runs_every_stage_and_writes_a_complete_report_then_resumes() {
     // file time.
     if std::env::var_os("AMP_DEMO_TEST_DIR").is_none() {
         let copied = dir.path().join("copied");
-        copy_tree(&run, &copied);
+        common::copy_tree(&run, &copied);
         std::fs::remove_dir_all(&run).unwrap();
         let r3 = run_demo(&DemoArgs { out: copied, ..args.clone() }).unwrap();
         let rerun = reran(&r3);
         assert!(rerun.is_empty(), "stages rerun after the run directory was copied: {rerun:?}");
         assert_eq!(r3.results, r.results);
-    }
-}
-
-/// Copies a directory tree file by file (new modification times, as `cp -r` without `-p`).
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
     }
 }
 
@@ -124,7 +114,7 @@ fn to_world(c: &[mdpo::Turn]) -> Vec<Turn> {
 /// The gates, recomputed from the run's files by brute force: each expert's claim rate from its
 /// stored per-round verdicts, each level's mean hallucinated claims and the yes/no flips from
 /// the generated answers.
-fn check_gates(r: &DemoReport, run: &std::path::Path) {
+fn check_gates(r: &DemoReport, run: &Path) {
     let g = r.gates.as_ref().expect("gates computed");
     let saved: gates::Gates = serde_json::from_slice(&std::fs::read(run.join("data/gates.json")).unwrap()).unwrap();
     assert_eq!(serde_json::to_value(&saved).unwrap(), serde_json::to_value(g).unwrap());
@@ -198,7 +188,7 @@ fn check_gates(r: &DemoReport, run: &std::path::Path) {
 /// Every model the run wrote is a llava-hf checkpoint directory that mllm loads from its
 /// `config.json`, and (with $AMP_PYTHON) transformers loads with no missing or unexpected key
 /// and computes the same logits.
-fn check_checkpoints(r: &DemoReport, run: &std::path::Path) {
+fn check_checkpoints(r: &DemoReport, run: &Path) {
     let mut dirs: Vec<std::path::PathBuf> = r.config.experts.iter().map(|e| run.join("models").join(&e.name).join("model")).collect();
     for v in &r.config.variants {
         dirs.push(run.join("train").join(&v.name).join("seed-0").join("model"));
@@ -247,7 +237,7 @@ fn check_checkpoints(r: &DemoReport, run: &std::path::Path) {
     std::fs::write(&inp, serde_json::json!({"input_ids": [ids], "pixel_values": [px_nested]}).to_string()).unwrap();
     let out = tmp.path().join("out.json");
     let st = std::process::Command::new(python)
-        .args([std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/check_demo_checkpoint.py").as_os_str(), base.as_os_str(), inp.as_os_str(), out.as_os_str()])
+        .args([Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/check_demo_checkpoint.py").as_os_str(), base.as_os_str(), inp.as_os_str(), out.as_os_str()])
         .status()
         .unwrap();
     assert!(st.success(), "transformers could not load {}", base.display());

@@ -50,3 +50,15 @@ pub fn write_amp_file(path: &Path, image: &Path, n: usize) {
         .collect();
     std::fs::write(path, serde_json::to_string(&rows).unwrap()).unwrap();
 }
+
+/// Copies a directory tree file by file (new modification times, as `cp -r` without `-p`).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}

@@ -34,6 +34,7 @@
 use crate::chunker::ChunkedText;
 use crate::error::Result;
 use crate::spacy_chunker::NounChunker;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -384,7 +385,6 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
         S: AsRef<[String]> + Sync,
         R: AsRef<[Vec<String>]> + Sync,
     {
-        use rayon::prelude::*;
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut texts: Vec<&str> = Vec::new();
         for (s, g) in samples {
@@ -452,7 +452,6 @@ impl<L: SentenceEmbedder, G: SentenceEmbedder> AutoChecker<L, G> {
         lc.fill(&self.local)?;
         gc.fill(&self.global)?;
         // samples are scored independently, over the rayon pool (collected in sample order)
-        use rayon::prelude::*;
         Ok(chunked
             .par_iter()
             .zip(&all_ids)
